@@ -1,0 +1,139 @@
+"""The three services run under systemd, listen where they should, answer
+their health checks, and run the pinned versions."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import psycopg2
+import pytest
+import requests
+import testinfra.host
+from conftest import role_defaults
+
+PG_UNIT = "postgresql@15-main"
+
+
+@pytest.mark.parametrize("unit", [PG_UNIT, "minio", "mlflow"])
+def test_service_active_and_enabled(host: testinfra.host.Host, unit: str) -> None:
+    service = host.service(unit)
+    assert service.is_running, f"{unit} is not active"
+    assert service.is_enabled, f"{unit} is not enabled"
+
+
+@pytest.mark.parametrize("port", [5432, 5000, 9000, 9001])
+def test_port_listening(host: testinfra.host.Host, port: int) -> None:
+    listening = host.socket.get_listening_sockets()
+    assert any(s.startswith("tcp://") and s.endswith(f":{port}") for s in listening), listening
+
+
+def test_mlflow_health(mlflow_url: str) -> None:
+    response = requests.get(f"{mlflow_url}/health", timeout=10)
+    assert response.status_code == 200
+    assert response.text.strip() == "OK"
+
+
+def test_mlflow_version_is_the_pin(mlflow_url: str) -> None:
+    response = requests.get(f"{mlflow_url}/version", timeout=10)
+    assert response.text.strip() == role_defaults("mlflow")["mlflow_version"]
+
+
+def test_mlflow_refuses_unknown_host_header(mlflow_url: str) -> None:
+    response = requests.get(
+        f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1",
+        headers={"Host": "attacker.example"},
+        timeout=10,
+    )
+    assert response.status_code == 403
+
+
+def test_mlflow_accepts_its_own_names(host: testinfra.host.Host, mlflow_url: str) -> None:
+    hostname = host.check_output("hostname")
+    for header in (hostname, f"{hostname}:5000", mlflow_url.removeprefix("http://")):
+        response = requests.get(
+            f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1",
+            headers={"Host": header},
+            timeout=10,
+        )
+        assert response.status_code == 200, header
+
+
+def test_minio_live(s3_url: str) -> None:
+    assert requests.get(f"{s3_url}/minio/health/live", timeout=10).status_code == 200
+
+
+def test_minio_console_serves_html(address: str) -> None:
+    response = requests.get(f"http://{address}:9001/", timeout=10)
+    assert response.status_code == 200
+    assert "text/html" in response.headers["Content-Type"]
+    assert "<html" in response.text.lower()
+
+
+def test_minio_version_is_the_pin(host: testinfra.host.Host) -> None:
+    pins = role_defaults("minio")
+    out = host.check_output("/usr/local/bin/minio --version")
+    assert pins["minio_release"] in out
+    assert f"commit-id={pins['minio_source_commit']}" in out
+    assert "DEVELOPMENT" not in out
+
+
+def test_minio_runs_unprivileged(host: testinfra.host.Host) -> None:
+    assert host.process.get(comm="minio").user == "minio"
+
+
+def test_mlflow_runs_unprivileged(host: testinfra.host.Host) -> None:
+    users = {p.user for p in host.process.filter(comm="mlflow")}
+    assert users == {"mlflow"}
+
+
+def test_mlflow_user_can_create_a_table(
+    host: testinfra.host.Host, address: str, hostvars: dict[str, Any]
+) -> None:
+    """Over TCP from the tracking host, as MLflow does: the role owns its database."""
+    password = hostvars["vault_mlflow_db_password"]
+    sql = "CREATE TABLE verify_probe (id int); DROP TABLE verify_probe;"
+    cmd = host.run(
+        f"PGPASSWORD={shlex.quote(password)} psql -v ON_ERROR_STOP=1 "
+        f"-h {address} -U mlflow -d mlflow -c {shlex.quote(sql)}"
+    )
+    assert cmd.rc == 0, cmd.stderr
+
+
+def test_mlflow_role_owns_its_database_and_is_not_superuser(host: testinfra.host.Host) -> None:
+    query = (
+        "SELECT pg_get_userbyid(d.datdba), r.rolsuper FROM pg_database d "
+        "JOIN pg_roles r ON r.rolname = 'mlflow' WHERE d.datname = 'mlflow'"
+    )
+    out = host.check_output(f"sudo -u postgres psql -tA -c {shlex.quote(query)}")
+    assert out == "mlflow|f"
+
+
+def test_database_refuses_hosts_outside_the_tracking_tier(address: str, hostvars: dict[str, Any]) -> None:
+    """This controller is no tracking host: pg_hba must turn it away."""
+    with pytest.raises(psycopg2.OperationalError, match=r"no pg_hba\.conf entry"):
+        psycopg2.connect(
+            host=address,
+            dbname="mlflow",
+            user="mlflow",
+            password=hostvars["vault_mlflow_db_password"],
+            connect_timeout=10,
+        )
+
+
+@pytest.mark.parametrize(
+    ("path", "owner"),
+    [("/etc/mlflow/mlflow.env", "root"), ("/etc/default/minio", "root")],
+)
+def test_secret_files_are_private(host: testinfra.host.Host, path: str, owner: str) -> None:
+    secret_file = host.file(path)
+    assert secret_file.user == owner
+    assert secret_file.mode == 0o600
+
+
+def test_no_secret_on_command_lines(host: testinfra.host.Host, hostvars: dict[str, Any]) -> None:
+    cmdlines = host.check_output("ps -eo args")
+    units = host.check_output("cat /etc/systemd/system/mlflow.service /etc/systemd/system/minio.service")
+    for secret in (hostvars["vault_mlflow_db_password"], hostvars["vault_minio_root_password"]):
+        assert secret not in cmdlines
+        assert secret not in units
