@@ -7,7 +7,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
 CACHE="$ROOT/.cache"
 # Bump IMAGE_REV when build_image changes what goes into the image.
-IMAGE_REV=2
+IMAGE_REV=3
 IMAGE="mlflow-stack/debian12:$IMAGE_REV"
 export MLFLOW_STACK_IMAGE="$IMAGE"
 mkdir -p "$CACHE"
@@ -71,7 +71,7 @@ build_image() {
   log "Building $IMAGE with debootstrap from $mirror"
   as_root rm -rf "$rootfs"
   as_root debootstrap --variant=minbase \
-    --include=python3,systemd,systemd-sysv,iproute2,ca-certificates,procps,sudo \
+    --include=python3,systemd,systemd-sysv,iproute2,ca-certificates,procps,sudo,python3-apt \
     bookworm "$rootfs" "$mirror" >"$CACHE/debootstrap.log" 2>&1 \
     || die "debootstrap failed; see $CACHE/debootstrap.log"
   # A container's systemd has no use for these, and they fail without a real host.
