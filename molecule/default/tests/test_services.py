@@ -129,11 +129,3 @@ def test_secret_files_are_private(host: testinfra.host.Host, path: str, owner: s
     secret_file = host.file(path)
     assert secret_file.user == owner
     assert secret_file.mode == 0o600
-
-
-def test_no_secret_on_command_lines(host: testinfra.host.Host, hostvars: dict[str, Any]) -> None:
-    cmdlines = host.check_output("ps -eo args")
-    units = host.check_output("cat /etc/systemd/system/mlflow.service /etc/systemd/system/minio.service")
-    for secret in (hostvars["vault_mlflow_db_password"], hostvars["vault_minio_root_password"]):
-        assert secret not in cmdlines
-        assert secret not in units
