@@ -1,0 +1,161 @@
+"""Faults the platform must survive: services killed with SIGKILL, MLflow
+started while its backends are down, the whole host restarted, and site.yml
+re-run with other settings. Nothing is lost in any of them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import mlflow
+import numpy as np
+import pytest
+import requests
+import testinfra.host
+from conftest import record, run_site
+from mlflow import MlflowClient
+from sklearn.linear_model import LogisticRegression
+
+PG_UNIT = "postgresql@15-main"
+RECOVERY_SECONDS = 15
+
+
+def wait_for(check: Callable[[], bool], timeout: float) -> float:
+    """Seconds until check() holds; fails the test after timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            if check():
+                return time.monotonic() - start
+        except (requests.RequestException, AssertionError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"not recovered within {timeout} s")
+
+
+def main_pid(host: testinfra.host.Host, unit: str) -> int:
+    return int(host.check_output(f"systemctl show -p MainPID --value {unit}"))
+
+
+def healthy(url: str) -> Callable[[], bool]:
+    return lambda: requests.get(url, timeout=2).status_code == 200
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@pytest.fixture(scope="module")
+def seeded(mlflow_url: str) -> dict[str, str]:
+    """A run and a registered model, made before the faults, checked after each."""
+    mlflow.set_tracking_uri(mlflow_url)
+    experiment = mlflow.set_experiment(f"faults-{int(time.time())}")
+    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
+        mlflow.log_metric("before_faults", 1.0)
+        features = np.array([[0.0], [1.0], [4.0], [5.0]])
+        model = LogisticRegression().fit(features, np.array([0, 0, 1, 1]))
+        name = f"faults-model-{run.info.run_id[:8]}"
+        mlflow.sklearn.log_model(model, name="model", registered_model_name=name)
+    return {"run_id": run.info.run_id, "model": name}
+
+
+def assert_intact(url: str, seeded: dict[str, str], *, load_model: bool = True) -> None:
+    client = MlflowClient(tracking_uri=url)
+    assert client.get_run(seeded["run_id"]).data.metrics["before_faults"] == 1.0
+    assert client.get_model_version(seeded["model"], "1").status == "READY"
+    if not load_model:
+        return
+    mlflow.set_tracking_uri(url)
+    model = mlflow.pyfunc.load_model(f"models:/{seeded['model']}/1")
+    assert list(model.predict(np.array([[0.0], [5.0]]))) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("unit", "health_path"),
+    [(PG_UNIT, None), ("minio", ":9000/minio/health/live"), ("mlflow", ":5000/health")],
+)
+def test_sigkill_brings_the_service_back(
+    host: testinfra.host.Host, address: str, unit: str, health_path: str | None
+) -> None:
+    before = main_pid(host, unit)
+    host.check_output(f"kill -9 {before}")
+    seconds = wait_for(
+        lambda: main_pid(host, unit) not in (0, before) and host.service(unit).is_running,
+        RECOVERY_SECONDS,
+    )
+    record(f"{unit}: back after {seconds:.1f} s")
+    if health_path:
+        wait_for(healthy(f"http://{address}{health_path}"), 120)
+
+
+def test_mlflow_waits_for_postgresql(
+    host: testinfra.host.Host, mlflow_url: str, seeded: dict[str, str]
+) -> None:
+    host.check_output(f"systemctl stop {PG_UNIT} && systemctl restart mlflow")
+    time.sleep(10)
+    assert not answers(f"{mlflow_url}/health"), "mlflow answered without its database"
+    host.check_output(f"systemctl start {PG_UNIT}")
+    seconds = wait_for(healthy(f"{mlflow_url}/health"), 120)
+    record(f"mlflow healthy {seconds:.1f} s after PostgreSQL came back")
+    assert_intact(mlflow_url, seeded)
+
+
+def test_mlflow_starts_while_minio_is_down(
+    host: testinfra.host.Host, mlflow_url: str, s3_url: str, seeded: dict[str, str]
+) -> None:
+    host.check_output("systemctl stop minio && systemctl restart mlflow")
+    wait_for(healthy(f"{mlflow_url}/health"), 120)
+    host.check_output("systemctl start minio")
+    wait_for(healthy(f"{s3_url}/minio/health/live"), 60)
+    assert_intact(mlflow_url, seeded)
+
+
+def test_host_restart_keeps_everything(
+    host: testinfra.host.Host, mlflow_url: str, s3_url: str, seeded: dict[str, str]
+) -> None:
+    docker = shutil.which("docker")
+    assert docker, "the docker client is needed to restart the host"
+    subprocess.run([docker, "restart", host.backend.host], check=True, capture_output=True, timeout=120)
+    seconds = wait_for(healthy(f"{mlflow_url}/health"), 180)
+    wait_for(healthy(f"{s3_url}/minio/health/live"), 60)
+    record(f"host restart: mlflow healthy after {seconds:.1f} s")
+    for unit in (PG_UNIT, "minio", "mlflow"):
+        assert host.service(unit).is_running, unit
+    assert_intact(mlflow_url, seeded)
+
+
+def converge(extra_vars: dict[str, Any]) -> None:
+    result = run_site(extra_vars)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
+def test_reconfiguring_loses_no_data(
+    address: str, mlflow_url: str, s3_url: str, seeded: dict[str, str], hostvars: dict[str, Any]
+) -> None:
+    changed = {"mlflow_workers": 1, "mlflow_port": 5001, "mlflow_artifacts_mode": "direct"}
+    converge(changed)
+    moved = f"http://{address}:5001"
+    wait_for(healthy(f"{moved}/health"), 120)
+    assert not answers(f"{mlflow_url}/health"), "the old port still answers"
+    # Direct mode serves no artifacts: check the metadata here and the objects in the bucket.
+    assert_intact(moved, seeded, load_model=False)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_url,
+        aws_access_key_id=hostvars["vault_minio_root_user"],
+        aws_secret_access_key=hostvars["vault_minio_root_password"],
+        region_name="us-east-1",
+    )
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow").get("Contents", [])]
+    assert any(k.endswith("/MLmodel") for k in keys)
+    # Back to the scenario's settings; the data is still there.
+    converge({})
+    wait_for(healthy(f"{mlflow_url}/health"), 120)
+    assert_intact(mlflow_url, seeded)
