@@ -3,7 +3,11 @@ secrets from the Molecule inventory, and the pins from the role defaults."""
 
 from __future__ import annotations
 
+import json
+import os
 import pathlib
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -11,6 +15,18 @@ import testinfra.host
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
+MEASUREMENTS = ROOT / ".cache" / "verify-measurements.txt"
+
+
+def pytest_sessionstart() -> None:
+    MEASUREMENTS.parent.mkdir(exist_ok=True)
+    MEASUREMENTS.write_text("")
+
+
+def record(line: str) -> None:
+    """Keep a measured number for the report scripts/test prints at the end."""
+    with MEASUREMENTS.open("a") as report:
+        report.write(line + "\n")
 
 
 def role_defaults(role: str) -> dict[str, Any]:
@@ -41,3 +57,24 @@ def mlflow_url(address: str) -> str:
 @pytest.fixture(scope="module")
 def s3_url(address: str) -> str:
     return f"http://{address}:{role_defaults('minio')['minio_api_port']}"
+
+
+def run_site(extra_vars: dict[str, Any] | None = None, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run site.yml against the scenario's inventory, as a user would."""
+    command = [
+        str(pathlib.Path(sys.executable).parent / "ansible-playbook"),
+        "-i",
+        os.environ["MOLECULE_INVENTORY_FILE"],
+        str(ROOT / "site.yml"),
+        *args,
+    ]
+    if extra_vars:
+        command += ["-e", json.dumps(extra_vars)]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_NOCOLOR="1"),
+        timeout=900,
+        check=False,
+    )

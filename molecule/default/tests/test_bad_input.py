@@ -5,15 +5,11 @@ its message must name the variable, and the host must be left as it was
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import testinfra.host
-from conftest import ROOT
+from conftest import run_site
 
 # (variable named in the error, extra vars)
 CASES: list[tuple[str, dict[str, Any]]] = [
@@ -61,25 +57,6 @@ FINGERPRINT = (
 @pytest.fixture(scope="module")
 def baseline(host: testinfra.host.Host) -> str:
     return str(host.check_output(FINGERPRINT))
-
-
-def run_site(extra_vars: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_NOCOLOR="1")
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            os.environ["MOLECULE_INVENTORY_FILE"],
-            str(ROOT / "site.yml"),
-            "-e",
-            json.dumps(extra_vars),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
 
 
 def test_at_least_twenty_distinct_cases() -> None:

@@ -5,16 +5,12 @@ database URI) and escaped for an EnvironmentFile."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import urllib.parse
-from pathlib import Path
 from typing import Any
 
 import pytest
 import testinfra.host
-from conftest import ROOT
+from conftest import run_site
 
 SECRET_VARS = ["vault_mlflow_db_password", "vault_minio_root_password"]
 
@@ -69,20 +65,7 @@ def test_files_holding_secrets_are_private(host: testinfra.host.Host, secrets: l
 
 @pytest.mark.parametrize("verbosity", [[], ["-v"]], ids=["default", "-v"])
 def test_not_in_ansible_output(verbosity: list[str], secrets: list[str]) -> None:
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            os.environ["MOLECULE_INVENTORY_FILE"],
-            str(ROOT / "site.yml"),
-            *verbosity,
-        ],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_NOCOLOR="1"),
-        timeout=900,
-        check=False,
-    )
+    result = run_site(None, *verbosity)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "changed=0" in output
