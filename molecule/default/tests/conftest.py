@@ -10,9 +10,11 @@ import subprocess
 import sys
 from typing import Any
 
+import boto3
 import pytest
 import testinfra.host
 import yaml
+from botocore.client import BaseClient
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 MEASUREMENTS = ROOT / ".cache" / "verify-measurements.txt"
@@ -57,6 +59,18 @@ def mlflow_url(address: str) -> str:
 @pytest.fixture(scope="module")
 def s3_url(address: str) -> str:
     return f"http://{address}:{role_defaults('minio')['minio_api_port']}"
+
+
+@pytest.fixture(scope="module")
+def s3(s3_url: str, hostvars: dict[str, Any]) -> BaseClient:
+    """An S3 client on the MinIO API, to look into the artifact bucket."""
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_url,
+        aws_access_key_id=hostvars["vault_minio_root_user"],
+        aws_secret_access_key=hostvars["vault_minio_root_password"],
+        region_name="us-east-1",
+    )
 
 
 def run_site(extra_vars: dict[str, Any] | None = None, *args: str) -> subprocess.CompletedProcess[str]:

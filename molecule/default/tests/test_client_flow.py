@@ -5,12 +5,11 @@ artifacts landing in the MinIO bucket."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-import boto3
 import mlflow
 import numpy as np
 import pytest
+from botocore.client import BaseClient
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
@@ -21,9 +20,7 @@ def client(mlflow_url: str) -> MlflowClient:
     return MlflowClient(tracking_uri=mlflow_url)
 
 
-def test_experiment_run_model_registry_alias_and_artifacts(
-    client: MlflowClient, s3_url: str, hostvars: dict[str, Any]
-) -> None:
+def test_experiment_run_model_registry_alias_and_artifacts(client: MlflowClient, s3: BaseClient) -> None:
     suffix = uuid.uuid4().hex[:8]
     experiment_id = client.create_experiment(f"verify-{suffix}")
     model_name = f"verify-model-{suffix}"
@@ -57,13 +54,6 @@ def test_experiment_run_model_registry_alias_and_artifacts(
     predictions = loaded.predict(np.array([[0.0], [5.0]]))
     assert list(predictions) == [0, 1]
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        aws_access_key_id=hostvars["vault_minio_root_user"],
-        aws_secret_access_key=hostvars["vault_minio_root_password"],
-        region_name="us-east-1",
-    )
     keys = [
         obj["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket="mlflow", Prefix=f"{experiment_id}/")

@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import boto3
 import mlflow
 import numpy as np
 import pytest
 import requests
 import testinfra.host
+from botocore.client import BaseClient
 from conftest import record, run_site
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
@@ -137,7 +137,7 @@ def converge(extra_vars: dict[str, Any]) -> None:
 
 
 def test_reconfiguring_loses_no_data(
-    address: str, mlflow_url: str, s3_url: str, seeded: dict[str, str], hostvars: dict[str, Any]
+    address: str, mlflow_url: str, s3: BaseClient, seeded: dict[str, str]
 ) -> None:
     changed = {"mlflow_workers": 1, "mlflow_port": 5001, "mlflow_artifacts_mode": "direct"}
     converge(changed)
@@ -146,13 +146,6 @@ def test_reconfiguring_loses_no_data(
     assert not answers(f"{mlflow_url}/health"), "the old port still answers"
     # Direct mode serves no artifacts: check the metadata here and the objects in the bucket.
     assert_intact(moved, seeded, load_model=False)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        aws_access_key_id=hostvars["vault_minio_root_user"],
-        aws_secret_access_key=hostvars["vault_minio_root_password"],
-        region_name="us-east-1",
-    )
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow").get("Contents", [])]
     assert any(k.endswith("/MLmodel") for k in keys)
     # Back to the scenario's settings; the data is still there.
