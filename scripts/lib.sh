@@ -81,7 +81,17 @@ build_image() {
   as_root rm -rf "$rootfs"
 }
 
+# The MinIO build (minio_binary_source=build) runs Go on this controller.
+ensure_go() {
+  if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
+    export PATH="$PATH:/usr/local/go/bin"
+  fi
+  command -v go >/dev/null \
+    || die "Go 1.24+ is needed to build MinIO (README: How the MinIO binary is provided)"
+}
+
 bootstrap() {
+  ensure_go
   ensure_packages
   ensure_docker
   ensure_venv
