@@ -78,10 +78,6 @@ def test_minio_version_is_the_pin(host: testinfra.host.Host) -> None:
     assert "DEVELOPMENT" not in out
 
 
-def test_minio_runs_unprivileged(host: testinfra.host.Host) -> None:
-    assert host.process.get(comm="minio").user == "minio"
-
-
 def test_mlflow_runs_unprivileged(host: testinfra.host.Host) -> None:
     users = {p.user for p in host.process.filter(comm="mlflow")}
     assert users == {"mlflow"}
