@@ -38,6 +38,22 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("minio_source_commit", {"minio_source_commit": "xyz"}),
     ("minio_buckets", {"minio_buckets": ["Bad..Name"]}),
     ("minio_data_dirs", {"minio_data_dirs": ["relative/path"]}),
+    ("minio_mc_release", {"minio_mc_release": "latest"}),
+    (
+        "minio_mc_binary_url",
+        {
+            "minio_binary_source": "url",
+            "minio_binary_url": "http://example.invalid/minio",
+            "minio_binary_sha256": "0" * 64,
+        },
+    ),
+    ("minio_policies", {"minio_policies": [{"name": "no-statement", "document": {"Version": "2012-10-17"}}]}),
+    ("minio_users", {"minio_users": [{"access_key": "ab", "secret_key": "long-enough-1"}]}),
+    ("minio_users", {"minio_users": [{"access_key": "app-user", "secret_key": "short"}]}),
+    (
+        "minio_users",
+        {"minio_users": [{"access_key": "app-user", "secret_key": "long-enough-1", "policies": ["nope"]}]},
+    ),
     ("postgresql_mlflow_password", {"postgresql_mlflow_password": "short"}),
     ("postgresql_port", {"postgresql_port": 0}),
     ("postgresql_hba_clients", {"postgresql_hba_clients": ["not-an-ip"]}),
@@ -47,7 +63,8 @@ CASES: list[tuple[str, dict[str, Any]]] = [
 
 FINGERPRINT = (
     "sha256sum /etc/mlflow/* /etc/default/minio /etc/systemd/system/mlflow.service "
-    "/etc/systemd/system/minio.service /usr/local/bin/minio /etc/postgresql/*/main/*.conf "
+    "/etc/systemd/system/minio.service /usr/local/bin/minio /usr/local/bin/mcli /root/.mcli/config.json "
+    "/etc/postgresql/*/main/*.conf "
     "/etc/postgresql/*/main/conf.d/*; "
     "systemctl show -p MainPID --value postgresql@15-main minio mlflow; "
     "ls /opt/mlflow/venv/lib/python3*/site-packages | sha256sum"

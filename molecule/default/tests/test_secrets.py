@@ -12,7 +12,7 @@ import pytest
 import testinfra.host
 from conftest import run_site
 
-SECRET_VARS = ["vault_mlflow_db_password", "vault_minio_root_password"]
+SECRET_VARS = ["vault_mlflow_db_password", "vault_minio_root_password", "vault_minio_mlflow_secret_key"]
 
 
 @pytest.fixture(scope="module")

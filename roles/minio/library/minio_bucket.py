@@ -2,19 +2,15 @@
 """Create an S3 bucket on MinIO (or any S3 endpoint) idempotently.
 
 It speaks the S3 API with AWS Signature V4 from the standard library only, so
-storage hosts need neither boto3 nor the mc client.
+storage hosts need no boto3.
 """
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import hmac
-import urllib.error
 import urllib.parse
-import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.minio_stack import S3Unreachable, s3_request
 
 DOCUMENTATION = r"""
 module: minio_bucket
@@ -42,6 +38,9 @@ options:
     description: Signing region.
     type: str
     default: us-east-1
+  ca_file:
+    description: CA bundle that signs the endpoint's certificate, for https endpoints.
+    type: path
 author: mlflow-stack
 """
 
@@ -61,78 +60,6 @@ status:
   returned: always
 """
 
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-
-
-def _hmac(key: bytes, msg: str) -> bytes:
-    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
-
-
-def sign_request(
-    method: str,
-    url: str,
-    access_key: str,
-    secret_key: str,
-    region: str,
-    now: datetime.datetime,
-) -> dict[str, str]:
-    """Return the headers that sign an empty-bodied S3 request (SigV4)."""
-    parts = urllib.parse.urlsplit(url)
-    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-    day = amz_date[:8]
-    headers = {
-        "host": parts.netloc,
-        "x-amz-content-sha256": EMPTY_SHA256,
-        "x-amz-date": amz_date,
-    }
-    signed = ";".join(sorted(headers))
-    canonical = "\n".join(
-        [
-            method,
-            urllib.parse.quote(parts.path or "/", safe="/-_.~"),
-            "",
-            "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)),
-            signed,
-            EMPTY_SHA256,
-        ]
-    )
-    scope = f"{day}/{region}/s3/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key = _hmac(("AWS4" + secret_key).encode("utf-8"), day)
-    for part in (region, "s3", "aws4_request"):
-        key = _hmac(key, part)
-    signature = hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    headers["Authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
-    )
-    return headers
-
-
-def s3_call(module: AnsibleModule, method: str, url: str) -> tuple[int, str]:
-    """Send a signed request; return the status and the body (for errors)."""
-    params = module.params
-    headers = sign_request(
-        method,
-        url,
-        params["access_key"],
-        params["secret_key"],
-        params["region"],
-        datetime.datetime.now(datetime.UTC),
-    )
-    headers["Content-Length"] = "0"
-    # main() only lets http(s) endpoints through.
-    request = urllib.request.Request(url, data=b"" if method == "PUT" else None, method=method)  # noqa: S310
-    for name, value in headers.items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return int(response.status), response.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as err:
-        return int(err.code), err.read().decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError) as err:
-        module.fail_json(msg=f"cannot reach the S3 endpoint {params['endpoint']}: {err}")
-        raise  # unreachable: fail_json exits
-
 
 def main() -> None:
     module = AnsibleModule(
@@ -142,14 +69,25 @@ def main() -> None:
             "secret_key": {"type": "str", "required": True, "no_log": True},
             "name": {"type": "str", "required": True},
             "region": {"type": "str", "default": "us-east-1"},
+            "ca_file": {"type": "path"},
         },
         supports_check_mode=True,
     )
-    name = module.params["name"]
-    if urllib.parse.urlsplit(module.params["endpoint"]).scheme not in ("http", "https"):
-        module.fail_json(msg=f"endpoint must be an http(s) URL, got {module.params['endpoint']}")
-    url = module.params["endpoint"].rstrip("/") + "/" + urllib.parse.quote(name)
-    status, body = s3_call(module, "HEAD", url)
+    params = module.params
+    name = params["name"]
+    url = params["endpoint"].rstrip("/") + "/" + urllib.parse.quote(name)
+
+    def call(method: str) -> tuple[int, str]:
+        try:
+            status, body = s3_request(
+                method, url, params["access_key"], params["secret_key"], params["region"], params["ca_file"]
+            )
+            return int(status), str(body)
+        except S3Unreachable as err:
+            module.fail_json(msg=f"cannot reach the S3 endpoint {params['endpoint']}: {err}")
+            raise  # unreachable: fail_json exits
+
+    status, body = call("HEAD")
     if status == 200:
         module.exit_json(changed=False, status=status)
     if status != 404:
@@ -159,7 +97,7 @@ def main() -> None:
             body=body,
         )
     if not module.check_mode:
-        put_status, put_body = s3_call(module, "PUT", url)
+        put_status, put_body = call("PUT")
         if put_status != 200:
             module.fail_json(
                 msg=f"creating bucket {name} failed with {put_status}",

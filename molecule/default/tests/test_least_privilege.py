@@ -1,0 +1,130 @@
+"""Least privilege on the storage tier: MLflow reaches MinIO with a user of its
+own whose policy covers its bucket only, and the root keys never reach the
+tracking tier. A new secret in the inventory rotates the user's key."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import mlflow
+import pytest
+import testinfra.host
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError
+from conftest import run_site
+
+BUCKET = "mlflow"
+MCLI = "/usr/local/bin/mcli --config-dir /root/.mcli --json"
+
+
+def client(s3_url: str, access_key: str, secret_key: str) -> BaseClient:
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_url,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+    )
+
+
+@pytest.fixture(scope="module")
+def mlflow_s3(s3_url: str, hostvars: dict[str, Any]) -> BaseClient:
+    return client(
+        s3_url, hostvars["vault_minio_mlflow_access_key"], hostvars["vault_minio_mlflow_secret_key"]
+    )
+
+
+@pytest.fixture
+def other_bucket(s3: BaseClient) -> Iterator[str]:
+    """Another team's bucket, made with the root keys."""
+    name = f"other-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="theirs.txt", Body=b"not for mlflow")
+    yield name
+    s3.delete_object(Bucket=name, Key="theirs.txt")
+    s3.delete_bucket(Bucket=name)
+
+
+def denied(call: Callable[..., object], **kwargs: object) -> bool:
+    try:
+        call(**kwargs)
+    except ClientError as err:
+        return bool(err.response["Error"]["Code"] == "AccessDenied")
+    return False
+
+
+def mlflow_environment(host: testinfra.host.Host) -> str:
+    pid = host.check_output("systemctl show -p MainPID --value mlflow")
+    return str(host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ"))
+
+
+def test_mlflow_uses_its_own_keys(host: testinfra.host.Host, hostvars: dict[str, Any]) -> None:
+    for where, text in [
+        ("/etc/mlflow/mlflow.env", host.file("/etc/mlflow/mlflow.env").content_string),
+        ("the mlflow process", mlflow_environment(host)),
+    ]:
+        key = re.escape(hostvars["vault_minio_mlflow_access_key"])
+        assert re.search(rf'^AWS_ACCESS_KEY_ID="?{key}"?$', text, re.MULTILINE), where
+        assert hostvars["vault_minio_root_user"] not in text, where
+        assert hostvars["vault_minio_root_password"] not in text, where
+
+
+def test_mlflow_user_has_exactly_its_bucket_policy(
+    host: testinfra.host.Host, hostvars: dict[str, Any]
+) -> None:
+    user = json.loads(
+        host.check_output(f"{MCLI} admin user info local {hostvars['vault_minio_mlflow_access_key']}")
+    )
+    assert user["userStatus"] == "enabled"
+    assert user["policyName"] == f"{BUCKET}-readwrite"
+    policy = json.loads(host.check_output(f"{MCLI} admin policy info local {BUCKET}-readwrite"))
+    resources = {r for s in policy["policyInfo"]["Policy"]["Statement"] for r in s["Resource"]}
+    assert resources == {f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"}
+
+
+def test_mlflow_keys_work_in_their_bucket(mlflow_s3: BaseClient) -> None:
+    key = f"probes/{uuid.uuid4().hex}.txt"
+    mlflow_s3.put_object(Bucket=BUCKET, Key=key, Body=b"probe")
+    assert mlflow_s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"probe"
+    assert any(
+        o["Key"] == key for o in mlflow_s3.list_objects_v2(Bucket=BUCKET, Prefix="probes/")["Contents"]
+    )
+    mlflow_s3.delete_object(Bucket=BUCKET, Key=key)
+
+
+def test_mlflow_keys_reach_nothing_else(mlflow_s3: BaseClient, other_bucket: str) -> None:
+    assert denied(mlflow_s3.get_object, Bucket=other_bucket, Key="theirs.txt")
+    assert denied(mlflow_s3.put_object, Bucket=other_bucket, Key="mine.txt", Body=b"x")
+    assert denied(mlflow_s3.list_objects_v2, Bucket=other_bucket)
+    assert denied(mlflow_s3.delete_object, Bucket=other_bucket, Key="theirs.txt")
+    assert denied(mlflow_s3.create_bucket, Bucket=f"new-{uuid.uuid4().hex[:8]}")
+    assert denied(mlflow_s3.delete_bucket, Bucket=BUCKET)
+
+
+def test_new_secret_rotates_the_key(
+    host: testinfra.host.Host, s3_url: str, mlflow_url: str, hostvars: dict[str, Any]
+) -> None:
+    access_key = hostvars["vault_minio_mlflow_access_key"]
+    old_secret = hostvars["vault_minio_mlflow_secret_key"]
+    new_secret = f"rotated-{uuid.uuid4().hex[:16]}"
+    try:
+        result = run_site({"vault_minio_mlflow_secret_key": new_secret})
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        with pytest.raises(ClientError, match="SignatureDoesNotMatch"):
+            client(s3_url, access_key, old_secret).list_objects_v2(Bucket=BUCKET)
+        client(s3_url, access_key, new_secret).list_objects_v2(Bucket=BUCKET)
+        # MLflow was restarted with the new key and stores artifacts with it.
+        assert new_secret in host.file("/etc/mlflow/mlflow.env").content_string
+        tracking = mlflow.MlflowClient(mlflow_url)
+        run = tracking.create_run(tracking.create_experiment(f"rotation-{uuid.uuid4().hex[:8]}"))
+        tracking.log_text(run.info.run_id, "after rotation", "rotation.txt")
+        assert tracking.download_artifacts(run.info.run_id, "rotation.txt")
+    finally:
+        result = run_site({})
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    client(s3_url, access_key, old_secret).list_objects_v2(Bucket=BUCKET)

@@ -1,0 +1,134 @@
+"""Helpers shared by the minio role's modules.
+
+S3 requests are signed with AWS Signature V4 from the standard library, so the
+storage hosts need no boto3. Admin calls (users, policies) go through the MinIO
+client, because the admin API encrypts its payloads with the root secret.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import json
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ansible.module_utils.basic import AnsibleModule
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+class S3Unreachable(Exception):
+    """The endpoint did not answer at all (connection, DNS or TLS failure)."""
+
+
+def _hmac(key: bytes, msg: str) -> bytes:
+    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
+
+
+def sign_request(
+    method: str,
+    url: str,
+    access_key: str,
+    secret_key: str,
+    region: str,
+    now: datetime.datetime,
+) -> dict[str, str]:
+    """Return the headers that sign an empty-bodied S3 request without a query (SigV4)."""
+    parts = urllib.parse.urlsplit(url)
+    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+    day = amz_date[:8]
+    headers = {
+        "host": parts.netloc,
+        "x-amz-content-sha256": EMPTY_SHA256,
+        "x-amz-date": amz_date,
+    }
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join(
+        [
+            method,
+            urllib.parse.quote(parts.path or "/", safe="/-_.~"),
+            "",
+            "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)),
+            signed,
+            EMPTY_SHA256,
+        ]
+    )
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = _hmac(("AWS4" + secret_key).encode("utf-8"), day)
+    for part in (region, "s3", "aws4_request"):
+        key = _hmac(key, part)
+    signature = hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    headers["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
+    )
+    return headers
+
+
+def s3_request(
+    method: str,
+    url: str,
+    access_key: str,
+    secret_key: str,
+    region: str = "us-east-1",
+    ca_file: str | None = None,
+) -> tuple[int, str]:
+    """Send a signed, empty-bodied request; return the status and the body (for errors)."""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise S3Unreachable(f"not an http(s) URL: {url}")
+    headers = sign_request(method, url, access_key, secret_key, region, datetime.datetime.now(datetime.UTC))
+    headers["Content-Length"] = "0"
+    request = urllib.request.Request(url, data=b"" if method == "PUT" else None, method=method)  # noqa: S310
+    for name, value in headers.items():
+        request.add_header(name, value)
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:  # noqa: S310
+            return int(response.status), response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as err:
+        return int(err.code), err.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError) as err:
+        raise S3Unreachable(str(err)) from err
+
+
+def s3_error_code(body: str) -> str:
+    """The <Code> of an S3 XML error body, or an empty string."""
+    start = body.find("<Code>")
+    end = body.find("</Code>")
+    return body[start + len("<Code>") : end] if 0 <= start < end else ""
+
+
+class McliError(Exception):
+    """The MinIO client failed; the message is its own, never the input."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def mcli(module: AnsibleModule, args: list[str], stdin: str | None = None) -> dict[str, Any]:
+    """Run `mcli --json ARGS` and return its last JSON document.
+
+    The caller's AnsibleModule runs it; the output is parsed here and never
+    handed back whole, because some commands echo the secrets they were given.
+    """
+    params = module.params
+    argv = [params["mcli"], "--config-dir", params["config_dir"], "--json", "--no-color", *args]
+    rc, out, err = module.run_command(argv, data=stdin, binary_data=stdin is None)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    try:
+        doc: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        doc = {}
+    if rc != 0 or doc.get("status") != "success":
+        cause = doc.get("error", {}).get("cause", {})
+        code = cause.get("error", {}).get("Code", "")
+        message = cause.get("message") or doc.get("error", {}).get("message") or err.strip() or "no output"
+        raise McliError(f"mcli {' '.join(args[:3])} failed: {message}", code)
+    return doc
