@@ -9,7 +9,7 @@ import tempfile
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.minio_stack import McliError, mcli
+from ansible.module_utils.minio_stack import MCLI_ARGUMENT_SPEC, McliError, mcli
 
 DOCUMENTATION = r"""
 module: minio_policy
@@ -87,9 +87,7 @@ def normalize(document: dict[str, Any]) -> list[dict[str, Any]]:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "mcli": {"type": "path", "required": True},
-            "config_dir": {"type": "path", "required": True},
-            "alias": {"type": "str", "default": "local"},
+            **MCLI_ARGUMENT_SPEC,
             "name": {"type": "str", "required": True},
             "document": {"type": "dict", "required": True},
         },

@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.minio_stack import McliError, S3Unreachable, mcli, s3_error_code, s3_request
+from ansible.module_utils.minio_stack import (
+    MCLI_ARGUMENT_SPEC,
+    McliError,
+    S3Unreachable,
+    mcli,
+    s3_error_code,
+    s3_request,
+)
 
 DOCUMENTATION = r"""
 module: minio_user
@@ -95,9 +102,7 @@ def secret_matches(module: AnsibleModule, params: dict[str, Any]) -> bool:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "mcli": {"type": "path", "required": True},
-            "config_dir": {"type": "path", "required": True},
-            "alias": {"type": "str", "default": "local"},
+            **MCLI_ARGUMENT_SPEC,
             "endpoint": {"type": "str", "required": True},
             "ca_file": {"type": "path"},
             "access_key": {"type": "str", "required": True},

@@ -104,6 +104,14 @@ def s3_error_code(body: str) -> str:
     return body[start + len("<Code>") : end] if 0 <= start < end else ""
 
 
+# The options every module that runs the MinIO client takes.
+MCLI_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "mcli": {"type": "path", "required": True},
+    "config_dir": {"type": "path", "required": True},
+    "alias": {"type": "str", "default": "local"},
+}
+
+
 class McliError(Exception):
     """The MinIO client failed; the message is its own, never the input."""
 
