@@ -1,4 +1,4 @@
-"""Fixtures shared by the verify tests: the converged host, its address, its
+"""Fixtures shared by the verify tests of every scenario: the converged host, its address, its
 secrets from the Molecule inventory, and the pins from the role defaults."""
 
 from __future__ import annotations
@@ -8,27 +8,30 @@ import os
 import pathlib
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 import boto3
+import mlflow
+import numpy as np
 import pytest
 import testinfra.host
 import yaml
 from botocore.client import BaseClient
+from mlflow import MlflowClient
+from sklearn.linear_model import LogisticRegression
 
-ROOT = pathlib.Path(__file__).resolve().parents[3]
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 MEASUREMENTS = ROOT / ".cache" / "verify-measurements.txt"
 
 
-def pytest_sessionstart() -> None:
-    MEASUREMENTS.parent.mkdir(exist_ok=True)
-    MEASUREMENTS.write_text("")
-
-
 def record(line: str) -> None:
-    """Keep a measured number for the report scripts/test prints at the end."""
+    """Keep a measured number for the report scripts/test prints at the end
+    (scripts/test empties the file before the first scenario)."""
+    MEASUREMENTS.parent.mkdir(exist_ok=True)
+    scenario = os.environ.get("MOLECULE_SCENARIO_NAME", "?")
     with MEASUREMENTS.open("a") as report:
-        report.write(line + "\n")
+        report.write(f"[{scenario}] {line}\n")
 
 
 def role_defaults(role: str) -> dict[str, Any]:
@@ -57,12 +60,20 @@ def mlflow_url(address: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def s3_url(address: str) -> str:
-    return f"http://{address}:{role_defaults('minio')['minio_api_port']}"
+def lab_ca() -> str | None:
+    """The lab CA's certificate, in the scenarios where MinIO serves TLS."""
+    pki = os.environ.get("MLFLOW_STACK_PKI")
+    return f"{pki}/ca.crt" if pki else None
 
 
 @pytest.fixture(scope="module")
-def s3(s3_url: str, hostvars: dict[str, Any]) -> BaseClient:
+def s3_url(address: str, lab_ca: str | None) -> str:
+    scheme = "https" if lab_ca else "http"
+    return f"{scheme}://{address}:{role_defaults('minio')['minio_api_port']}"
+
+
+@pytest.fixture(scope="module")
+def s3(s3_url: str, hostvars: dict[str, Any], lab_ca: str | None) -> BaseClient:
     """An S3 client on the MinIO API, to look into the artifact bucket."""
     return boto3.client(
         "s3",
@@ -70,7 +81,57 @@ def s3(s3_url: str, hostvars: dict[str, Any]) -> BaseClient:
         aws_access_key_id=hostvars["vault_minio_root_user"],
         aws_secret_access_key=hostvars["vault_minio_root_password"],
         region_name="us-east-1",
+        verify=lab_ca or True,
     )
+
+
+def check_client_flow(mlflow_url: str, s3: BaseClient) -> None:
+    """End to end with the real MLflow client: runs, a registered model in two
+    versions, an alias, loading and predicting, and the artifacts in the bucket."""
+    mlflow.set_tracking_uri(mlflow_url)
+    client = MlflowClient(tracking_uri=mlflow_url)
+    suffix = uuid.uuid4().hex[:8]
+    experiment_id = client.create_experiment(f"verify-{suffix}")
+    model_name = f"verify-model-{suffix}"
+    features = np.array([[0.0], [1.0], [2.0], [3.0], [4.0], [5.0]])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+
+    model_ids: list[str] = []
+    run_ids: list[str] = []
+    for c_value in (0.5, 2.0):
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            mlflow.log_param("C", c_value)
+            for step, loss in enumerate((0.9, 0.5, 0.2)):
+                mlflow.log_metric("loss", loss, step=step)
+            model = LogisticRegression(C=c_value).fit(features, labels)
+            info = mlflow.sklearn.log_model(model, name="model", registered_model_name=model_name)
+            model_ids.append(info.model_id)
+            run_ids.append(run.info.run_id)
+
+    stored = client.get_run(run_ids[1])
+    assert stored.data.params["C"] == "2.0"
+    assert stored.data.metrics["loss"] == pytest.approx(0.2)
+    assert [m.value for m in client.get_metric_history(run_ids[1], "loss")] == [0.9, 0.5, 0.2]
+
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{model_name}'"))
+    assert versions == [1, 2]
+
+    client.set_registered_model_alias(model_name, "champion", "2")
+    assert client.get_model_version_by_alias(model_name, "champion").version == "2"
+
+    loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@champion")
+    predictions = loaded.predict(np.array([[0.0], [5.0]]))
+    assert list(predictions) == [0, 1]
+
+    keys = [
+        obj["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="mlflow", Prefix=f"{experiment_id}/")
+        for obj in page.get("Contents", [])
+    ]
+    for model_id in model_ids:
+        model_keys = [k for k in keys if f"/{model_id}/" in k]
+        assert any(k.endswith("/MLmodel") for k in model_keys), keys
+        assert any(k.endswith("/requirements.txt") for k in model_keys), keys
 
 
 def run_site(extra_vars: dict[str, Any] | None = None, *args: str) -> subprocess.CompletedProcess[str]:

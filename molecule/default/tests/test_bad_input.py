@@ -54,6 +54,18 @@ CASES: list[tuple[str, dict[str, Any]]] = [
         "minio_users",
         {"minio_users": [{"access_key": "app-user", "secret_key": "long-enough-1", "policies": ["nope"]}]},
     ),
+    ("minio_tls_private_key", {"minio_tls_certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n"}),
+    ("mlflow_s3_ca_certificate", {"mlflow_s3_ca_certificate": "not a certificate"}),
+    (
+        "mlflow_auth_admin_password",
+        {
+            "mlflow_stack_auth": True,
+            "vault_mlflow_admin_password": "short",
+            "vault_mlflow_flask_secret_key": "k" * 40,
+        },
+    ),
+    ("mlflow_auth_default_permission", {"mlflow_auth_default_permission": "ALL"}),
+    ("postgresql_mlflow_auth_database", {"postgresql_mlflow_auth_database": "mlflow"}),
     ("postgresql_mlflow_password", {"postgresql_mlflow_password": "short"}),
     ("postgresql_port", {"postgresql_port": 0}),
     ("postgresql_hba_clients", {"postgresql_hba_clients": ["not-an-ip"]}),
