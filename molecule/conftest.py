@@ -136,11 +136,18 @@ def check_client_flow(mlflow_url: str, s3: BaseClient) -> None:
 
 def run_site(extra_vars: dict[str, Any] | None = None, *args: str) -> subprocess.CompletedProcess[str]:
     """Run site.yml against the scenario's inventory, as a user would."""
+    return run_playbook("site.yml", extra_vars, *args)
+
+
+def run_playbook(
+    playbook: str, extra_vars: dict[str, Any] | None = None, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a playbook of this repository (path from its root) against the scenario's inventory."""
     command = [
         str(pathlib.Path(sys.executable).parent / "ansible-playbook"),
         "-i",
         os.environ["MOLECULE_INVENTORY_FILE"],
-        str(ROOT / "site.yml"),
+        str(ROOT / playbook),
         *args,
     ]
     if extra_vars:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import ROOT, role_defaults
 
-ROLES = ["postgresql", "minio", "mlflow"]
+ROLES = ["postgresql", "minio", "mlflow", "haproxy"]
 
 
 def spec_options(role: str) -> dict[str, dict[str, Any]]:
@@ -38,5 +38,5 @@ def test_variables_carry_the_role_prefix(role: str) -> None:
 @pytest.mark.parametrize("role", ROLES)
 def test_secrets_are_no_log(role: str) -> None:
     for name, option in spec_options(role).items():
-        if any(word in name for word in ("password", "secret", "access_key", "root_user")):
+        if any(word in name for word in ("password", "secret", "access_key", "root_user", "private_key")):
             assert option.get("no_log") is True, name
