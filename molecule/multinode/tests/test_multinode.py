@@ -38,6 +38,13 @@ def ipv4(name: str) -> str:
     return fields[fields.index("src") + 1]
 
 
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 def wait_for(check: Callable[[], bool], seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while not check():
@@ -55,7 +62,10 @@ def downloads_through_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
 @dataclass
 class Loop:
     """A client logging a metric through the load balancer as fast as it can,
-    with no retries of its own: every failure counts."""
+    with no retries of its own: every failure counts. Each request has its own
+    connection, so a failure is the load balancer's, not the race of a reused
+    keep-alive connection that a stopping server has just closed (which HTTP
+    clients such as MLflow's retry)."""
 
     url: str
     run_id: str
@@ -64,7 +74,6 @@ class Loop:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        session = requests.Session()
         while not self.stop.is_set():
             body: dict[str, str | int] = {
                 "run_id": self.run_id,
@@ -74,7 +83,12 @@ class Loop:
                 "timestamp": int(time.time() * 1000),
             }
             try:
-                response = session.post(f"{self.url}/api/2.0/mlflow/runs/log-metric", json=body, timeout=60)
+                response = requests.post(
+                    f"{self.url}/api/2.0/mlflow/runs/log-metric",
+                    json=body,
+                    headers={"Connection": "close"},
+                    timeout=60,
+                )
                 if response.status_code != 200:
                     self.failed.append(f"{response.status_code} {response.text[:200]}")
             except requests.RequestException as err:
@@ -147,7 +161,7 @@ def test_a_tracking_server_stops_and_no_request_fails(mlflow_url: str, client_lo
         assert not client_loop.failed, client_loop.failed[:5]
     finally:
         mlflow1.check_output("systemctl start mlflow")
-    wait_for(lambda: mlflow1.run("curl -fsS http://127.0.0.1:5000/health").rc == 0, 120)
+    wait_for(lambda: answers(f"http://{ipv4('mn-mlflow1')}:5000/health"), 120)
     time.sleep(5)
     record(
         f"failover: {client_loop.requests} requests, {len(client_loop.failed)} failed"
@@ -174,7 +188,7 @@ def test_a_minio_node_stops_and_artifacts_stay_readable_and_writable(mlflow_url:
         assert any(k.endswith("/during.txt") for k in keys)
     finally:
         minio1.check_output("systemctl start minio")
-    wait_for(lambda: minio1.run("curl -fsS http://127.0.0.1:9000/minio/health/cluster").rc == 0, 120)
+    wait_for(lambda: answers(f"http://{ipv4('mn-minio1')}:9000/minio/health/cluster"), 120)
     record("minio node down: read an existing artifact, wrote and read a new one through the load balancer")
 
 

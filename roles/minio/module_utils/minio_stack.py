@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -78,8 +79,24 @@ def s3_request(
     secret_key: str,
     region: str = "us-east-1",
     ca_file: str | None = None,
+    attempts: int = 15,
 ) -> tuple[int, str]:
-    """Send a signed, empty-bodied request; return the status and the body (for errors)."""
+    """Send a signed, empty-bodied request; return the status and the body (for errors).
+
+    503 (SlowDown, server initializing) is retried every 2 s: a distributed
+    deployment whose nodes have just restarted answers it for a few seconds.
+    """
+    for _ in range(attempts - 1):
+        status, body = _s3_request_once(method, url, access_key, secret_key, region, ca_file)
+        if status != 503:
+            return status, body
+        time.sleep(2)
+    return _s3_request_once(method, url, access_key, secret_key, region, ca_file)
+
+
+def _s3_request_once(
+    method: str, url: str, access_key: str, secret_key: str, region: str, ca_file: str | None
+) -> tuple[int, str]:
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise S3Unreachable(f"not an http(s) URL: {url}")
     headers = sign_request(method, url, access_key, secret_key, region, datetime.datetime.now(datetime.UTC))
@@ -120,12 +137,29 @@ class McliError(Exception):
         self.code = code
 
 
-def mcli(module: AnsibleModule, args: list[str], stdin: str | None = None) -> dict[str, Any]:
+# Answers of a deployment still starting up, retried like S3's 503.
+MCLI_RETRY_CODES = {"XMinioServerNotInitialized", "SlowDownWrite", "SlowDownRead"}
+
+
+def mcli(
+    module: AnsibleModule, args: list[str], stdin: str | None = None, attempts: int = 15
+) -> dict[str, Any]:
     """Run `mcli --json ARGS` and return its last JSON document.
 
     The caller's AnsibleModule runs it; the output is parsed here and never
     handed back whole, because some commands echo the secrets they were given.
     """
+    for _ in range(attempts - 1):
+        try:
+            return _mcli_once(module, args, stdin)
+        except McliError as err:
+            if err.code not in MCLI_RETRY_CODES:
+                raise
+        time.sleep(2)
+    return _mcli_once(module, args, stdin)
+
+
+def _mcli_once(module: AnsibleModule, args: list[str], stdin: str | None) -> dict[str, Any]:
     params = module.params
     argv = [params["mcli"], "--config-dir", params["config_dir"], "--json", "--no-color", *args]
     rc, out, err = module.run_command(argv, data=stdin, binary_data=stdin is None)
