@@ -10,7 +10,7 @@ from __future__ import annotations
 import urllib.parse
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.minio_stack import S3Unreachable, s3_request
+from ansible.module_utils.minio_stack import S3Unreachable, s3_error_code, s3_request
 
 DOCUMENTATION = r"""
 module: minio_bucket
@@ -98,6 +98,9 @@ def main() -> None:
         )
     if not module.check_mode:
         put_status, put_body = call("PUT")
+        # A PUT retried after a 503 may find the bucket its first try made.
+        if put_status == 409 and s3_error_code(put_body) == "BucketAlreadyOwnedByYou":
+            put_status = 200
         if put_status != 200:
             module.fail_json(
                 msg=f"creating bucket {name} failed with {put_status}",
