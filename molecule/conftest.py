@@ -3,12 +3,15 @@ secrets from the Molecule inventory, and the pins from the role defaults."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import urllib.parse
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -45,6 +48,42 @@ def role_defaults(role: str) -> dict[str, Any]:
 def hostvars(host: testinfra.host.Host) -> dict[str, Any]:
     variables: dict[str, Any] = host.ansible.get_variables()
     return variables
+
+
+def secret_forms(hostvars: dict[str, Any], names: list[str]) -> list[str]:
+    """Each secret in every form it is written in: raw, percent-encoded (the
+    database URI) and escaped for an EnvironmentFile."""
+    forms: set[str] = set()
+    for name in names:
+        value = str(hostvars[name])
+        forms |= {
+            value,
+            urllib.parse.quote(value, safe=""),
+            value.replace("\\", "\\\\").replace('"', '\\"'),
+        }
+    return sorted(forms)
+
+
+def assert_clean(text: str, secrets: list[str], where: str) -> None:
+    for secret in secrets:
+        assert secret not in text, f"a secret appears in {where}"
+
+
+@contextlib.contextmanager
+def sampled_process_arguments(host: testinfra.host.Host, interval: float = 0.1) -> Iterator[list[str]]:
+    """Record `ps -eo args` on the host every `interval` seconds while the block
+    runs, to catch a secret on a command line that lives only for a moment (a
+    one-off `ps` after the fact would miss it). Yields the list the samples go in."""
+    flag, log = "/run/ps-sampler.on", "/root/ps-samples.log"
+    host.check_output(f"rm -f {log} && touch {flag}")
+    loop = f"while [ -e {flag} ]; do ps -eo args >> {log}; sleep {interval}; done"
+    host.check_output(f"nohup sh -c '{loop}' >/dev/null 2>&1 &")
+    samples: list[str] = []
+    try:
+        yield samples
+    finally:
+        host.check_output(f"rm -f {flag}")
+        samples.append(host.check_output(f"sleep 1; cat {log}; rm -f {log}"))
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,15 @@ import pytest
 import requests
 import testinfra.host
 from botocore.client import BaseClient
-from conftest import check_client_flow, run_site
+from conftest import assert_clean, check_client_flow, run_site, sampled_process_arguments, secret_forms
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
+AUTH_SECRETS = ["vault_mlflow_admin_password", "vault_mlflow_flask_secret_key", "vault_mlflow_db_password"]
+
+
+@pytest.fixture(scope="module")
+def secrets(hostvars: dict[str, Any]) -> list[str]:
+    return secret_forms(hostvars, AUTH_SECRETS)
 
 
 @pytest.fixture(scope="module")
@@ -78,26 +84,47 @@ def test_flask_secret_key_is_the_vault_value_and_survives_restarts(
     assert wanted in environment.splitlines()
 
 
-def test_no_auth_secret_in_readable_files_or_arguments(
-    host: testinfra.host.Host, hostvars: dict[str, Any]
+def test_no_auth_secret_in_readable_files_arguments_or_the_journal(
+    host: testinfra.host.Host, secrets: list[str]
 ) -> None:
     ini = host.file("/etc/mlflow/basic_auth.ini")
     assert "mlflow.server.auth:authenticate_request_basic_auth" in ini.content_string
-    for name in ("vault_mlflow_admin_password", "vault_mlflow_flask_secret_key", "vault_mlflow_db_password"):
-        secret = str(hostvars[name])
-        assert secret not in ini.content_string, name
-        assert secret not in host.check_output("ps -eo args"), name
+    assert_clean(ini.content_string, secrets, "basic_auth.ini")
+    assert_clean(host.check_output("ps -eo args"), secrets, "ps")
+    assert_clean(host.check_output("systemctl cat mlflow"), secrets, "the unit file")
+    journal = host.check_output("journalctl --no-pager -o cat")
+    assert "mlflow" in journal.lower()
+    assert_clean(journal, secrets, "the journal")
     assert host.file("/etc/mlflow/mlflow.env").mode == 0o600
 
 
-def test_new_admin_password_in_vault_is_applied(mlflow_url: str, admin: tuple[str, str]) -> None:
-    new_password = f"{admin[1]}-rotated"
+@pytest.mark.parametrize("verbosity", [[], ["-v"]], ids=["default", "-v"])
+def test_admin_password_rotation_leaks_nothing(
+    host: testinfra.host.Host,
+    verbosity: list[str],
+    mlflow_url: str,
+    admin: tuple[str, str],
+    secrets: list[str],
+) -> None:
+    """A new admin password in vault is written to the auth database by the next
+    run (MLflow itself never does), and neither password shows in Ansible's
+    output, the journal or any command line while that happens."""
+    new_password = f"{admin[1]}-rotated-{len(verbosity)}"
     current = f"{mlflow_url}/api/2.0/mlflow/users/current"
+    watched = [*secrets, new_password]
     try:
-        result = run_site({"vault_mlflow_admin_password": new_password})
-        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        with sampled_process_arguments(host) as samples:
+            result = run_site({"vault_mlflow_admin_password": new_password}, *verbosity)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        assert "Set the admin password" in output
         assert requests.get(current, auth=(admin[0], new_password), timeout=10).status_code == 200
         assert requests.get(current, auth=admin, timeout=10).status_code == 401
+        where = f"ansible-playbook {' '.join(verbosity)} output"
+        assert_clean(output, watched, where)
+        assert "set_admin_password.py" in samples[0], "the ps sampler missed the password helper"
+        assert_clean(samples[0], watched, "ps during the rotation")
+        assert_clean(host.check_output("journalctl --no-pager -o cat"), watched, "the journal")
     finally:
         result = run_site({})
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

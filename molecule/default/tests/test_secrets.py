@@ -1,36 +1,21 @@
 """No secret leaks: not in process arguments, unit files, the journal, a file
 other users can read, or Ansible's output at default and -v verbosity. Each
-secret is searched in every form it is written in: raw, percent-encoded (the
-database URI) and escaped for an EnvironmentFile."""
+secret is searched in every form it is written in (conftest.secret_forms)."""
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Any
 
 import pytest
 import testinfra.host
-from conftest import run_site
+from conftest import assert_clean, run_site, sampled_process_arguments, secret_forms
 
 SECRET_VARS = ["vault_mlflow_db_password", "vault_minio_root_password", "vault_minio_mlflow_secret_key"]
 
 
 @pytest.fixture(scope="module")
 def secrets(hostvars: dict[str, Any]) -> list[str]:
-    forms: set[str] = set()
-    for name in SECRET_VARS:
-        value = str(hostvars[name])
-        forms |= {
-            value,
-            urllib.parse.quote(value, safe=""),
-            value.replace("\\", "\\\\").replace('"', '\\"'),
-        }
-    return sorted(forms)
-
-
-def assert_clean(text: str, secrets: list[str], where: str) -> None:
-    for secret in secrets:
-        assert secret not in text, f"a secret appears in {where}"
+    return secret_forms(hostvars, SECRET_VARS)
 
 
 def test_not_in_process_arguments(host: testinfra.host.Host, secrets: list[str]) -> None:
@@ -64,9 +49,14 @@ def test_files_holding_secrets_are_private(host: testinfra.host.Host, secrets: l
 
 
 @pytest.mark.parametrize("verbosity", [[], ["-v"]], ids=["default", "-v"])
-def test_not_in_ansible_output(verbosity: list[str], secrets: list[str]) -> None:
-    result = run_site(None, *verbosity)
+def test_not_in_ansible_output(host: testinfra.host.Host, verbosity: list[str], secrets: list[str]) -> None:
+    # ps is sampled during the run too: a command line with a secret may live for a moment only.
+    with sampled_process_arguments(host) as samples:
+        result = run_site(None, *verbosity)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "changed=0" in output
     assert_clean(output, secrets, f"ansible-playbook {' '.join(verbosity)} output")
+    # ps prints its COMMAND header once per sample: the sampler ran throughout.
+    assert samples[0].count("COMMAND") >= 50, "the ps sampler hardly ran"
+    assert_clean(samples[0], secrets, "ps during the run")
