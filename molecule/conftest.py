@@ -86,11 +86,15 @@ def sampled_process_arguments(host: testinfra.host.Host, interval: float = 0.1) 
         samples.append(host.check_output(f"sleep 1; cat {log}; rm -f {log}"))
 
 
-@pytest.fixture(scope="module")
-def address(host: testinfra.host.Host) -> str:
-    """The host's own IPv4 address, as the other tiers and clients reach it."""
+def ipv4_of(host: testinfra.host.Host) -> str:
+    """A host's own IPv4 address, as the other tiers and clients reach it."""
     fields = str(host.check_output("ip -4 -o route get 1.1.1.1")).split()
     return fields[fields.index("src") + 1]
+
+
+@pytest.fixture(scope="module")
+def address(host: testinfra.host.Host) -> str:
+    return ipv4_of(host)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import requests
 import testinfra
 import testinfra.host
 from botocore.client import BaseClient
-from conftest import check_client_flow, record, run_playbook
+from conftest import check_client_flow, ipv4_of, record, run_playbook
 
 # The tests look at the whole topology from the load balancer's point of view.
 testinfra_hosts = ["mn-lb"]
@@ -34,8 +34,7 @@ def node(name: str) -> testinfra.host.Host:
 
 
 def ipv4(name: str) -> str:
-    fields = str(node(name).check_output("ip -4 -o route get 1.1.1.1")).split()
-    return fields[fields.index("src") + 1]
+    return ipv4_of(node(name))
 
 
 def answers(url: str) -> bool:
