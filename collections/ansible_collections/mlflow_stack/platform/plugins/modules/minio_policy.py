@@ -9,7 +9,11 @@ import tempfile
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.minio_stack import MCLI_ARGUMENT_SPEC, McliError, mcli
+from ansible_collections.mlflow_stack.platform.plugins.module_utils.minio_stack import (
+    MCLI_ARGUMENT_SPEC,
+    McliError,
+    mcli,
+)
 
 DOCUMENTATION = r"""
 module: minio_policy
@@ -18,19 +22,9 @@ description:
   - Reads the policy with C(mcli admin policy info) and creates or replaces it
     with C(mcli admin policy create) when it is missing or differs.
   - Action and resource lists compare as sets, the way MinIO stores them.
+extends_documentation_fragment:
+  - mlflow_stack.platform.mcli
 options:
-  mcli:
-    description: Path of the MinIO client on the host.
-    type: path
-    required: true
-  config_dir:
-    description: MinIO client configuration directory, holding the admin alias.
-    type: path
-    required: true
-  alias:
-    description: Alias of the MinIO deployment in config_dir.
-    type: str
-    default: local
   name:
     description: Policy name.
     type: str
@@ -44,7 +38,7 @@ author: mlflow-stack
 
 EXAMPLES = r"""
 - name: A policy limited to one bucket
-  minio_policy:
+  mlflow_stack.platform.minio_policy:
     mcli: /usr/local/bin/mcli
     config_dir: /root/.mcli
     name: mlflow-readwrite

@@ -10,7 +10,11 @@ from __future__ import annotations
 import urllib.parse
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.minio_stack import S3Unreachable, s3_error_code, s3_request
+from ansible_collections.mlflow_stack.platform.plugins.module_utils.minio_stack import (
+    S3Unreachable,
+    s3_error_code,
+    s3_request,
+)
 
 DOCUMENTATION = r"""
 module: minio_bucket
@@ -46,7 +50,7 @@ author: mlflow-stack
 
 EXAMPLES = r"""
 - name: Create the artifact bucket
-  minio_bucket:
+  mlflow_stack.platform.minio_bucket:
     endpoint: http://127.0.0.1:9000
     access_key: "{{ minio_root_user }}"
     secret_key: "{{ minio_root_password }}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.minio_stack import (
+from ansible_collections.mlflow_stack.platform.plugins.module_utils.minio_stack import (
     MCLI_ARGUMENT_SPEC,
     McliError,
     S3Unreachable,
@@ -24,19 +24,9 @@ description:
   - MinIO does not reveal secrets, so the module signs an S3 request with the
     wanted keys; a signature error means the secret changed, and the user is set again.
   - Attaches the wanted policies and detaches the others.
+extends_documentation_fragment:
+  - mlflow_stack.platform.mcli
 options:
-  mcli:
-    description: Path of the MinIO client on the host.
-    type: path
-    required: true
-  config_dir:
-    description: MinIO client configuration directory, holding the admin alias.
-    type: path
-    required: true
-  alias:
-    description: Alias of the MinIO deployment in config_dir.
-    type: str
-    default: local
   endpoint:
     description: S3 API URL used to check the secret, e.g. http://127.0.0.1:9000.
     type: str
@@ -62,7 +52,7 @@ author: mlflow-stack
 
 EXAMPLES = r"""
 - name: MLflow's own user
-  minio_user:
+  mlflow_stack.platform.minio_user:
     mcli: /usr/local/bin/mcli
     config_dir: /root/.mcli
     endpoint: http://127.0.0.1:9000

@@ -32,6 +32,66 @@ def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
 
 
+def canonical_query(query: str) -> str:
+    """The query string as SigV4 wants it: pairs sorted by name, then value, each
+    part percent-encoded with only unreserved characters left as they are."""
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    return "&".join(
+        f"{urllib.parse.quote(name, safe='-_.~')}={urllib.parse.quote(value, safe='-_.~')}"
+        for name, value in sorted(pairs)
+    )
+
+
+def canonical_request(
+    method: str, path: str, query: str, headers: dict[str, str], payload_sha256: str
+) -> tuple[str, str]:
+    """The canonical request and its signed-headers list. Header names are
+    lower-cased and sorted; values are trimmed and inner runs of spaces folded.
+    The path is encoded once, as S3 wants it (S3 does not normalise it)."""
+    folded = {name.lower(): " ".join(value.split()) for name, value in headers.items()}
+    signed = ";".join(sorted(folded))
+    request = "\n".join(
+        [
+            method,
+            urllib.parse.quote(path or "/", safe="/-_.~"),
+            canonical_query(query),
+            "".join(f"{name}:{folded[name]}\n" for name in sorted(folded)),
+            signed,
+            payload_sha256,
+        ]
+    )
+    return request, signed
+
+
+def signing_key(secret_key: str, day: str, region: str, service: str) -> bytes:
+    """The key derived from the secret for one day, region and service."""
+    key = _hmac(("AWS4" + secret_key).encode("utf-8"), day)
+    for part in (region, service, "aws4_request"):
+        key = _hmac(key, part)
+    return key
+
+
+def signature_v4(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    payload_sha256: str,
+    secret_key: str,
+    region: str,
+    service: str,
+) -> tuple[str, str, str]:
+    """Sign a request whose headers include host and x-amz-date. Returns the
+    signature, the credential scope and the signed-headers list."""
+    parts = urllib.parse.urlsplit(url)
+    amz_date = {name.lower(): value for name, value in headers.items()}["x-amz-date"]
+    day = amz_date[:8]
+    request, signed = canonical_request(method, parts.path, parts.query, headers, payload_sha256)
+    scope = f"{day}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(request.encode()).hexdigest()])
+    key = signing_key(secret_key, day, region, service)
+    return hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest(), scope, signed
+
+
 def sign_request(
     method: str,
     url: str,
@@ -40,32 +100,13 @@ def sign_request(
     region: str,
     now: datetime.datetime,
 ) -> dict[str, str]:
-    """Return the headers that sign an empty-bodied S3 request without a query (SigV4)."""
-    parts = urllib.parse.urlsplit(url)
-    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-    day = amz_date[:8]
+    """Return the headers that sign an empty-bodied S3 request (SigV4)."""
     headers = {
-        "host": parts.netloc,
+        "host": urllib.parse.urlsplit(url).netloc,
         "x-amz-content-sha256": EMPTY_SHA256,
-        "x-amz-date": amz_date,
+        "x-amz-date": now.strftime("%Y%m%dT%H%M%SZ"),
     }
-    signed = ";".join(sorted(headers))
-    canonical = "\n".join(
-        [
-            method,
-            urllib.parse.quote(parts.path or "/", safe="/-_.~"),
-            "",
-            "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)),
-            signed,
-            EMPTY_SHA256,
-        ]
-    )
-    scope = f"{day}/{region}/s3/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key = _hmac(("AWS4" + secret_key).encode("utf-8"), day)
-    for part in (region, "s3", "aws4_request"):
-        key = _hmac(key, part)
-    signature = hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    signature, scope, signed = signature_v4(method, url, headers, EMPTY_SHA256, secret_key, region, "s3")
     headers["Authorization"] = (
         f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
     )
@@ -163,6 +204,12 @@ def _mcli_once(module: AnsibleModule, args: list[str], stdin: str | None) -> dic
     params = module.params
     argv = [params["mcli"], "--config-dir", params["config_dir"], "--json", "--no-color", *args]
     rc, out, err = module.run_command(argv, data=stdin, binary_data=stdin is None)
+    return parse_mcli_output(args, rc, out, err)
+
+
+def parse_mcli_output(args: list[str], rc: int, out: str, err: str) -> dict[str, Any]:
+    """The last JSON document of `mcli --json` output, or McliError with the
+    client's own message and MinIO's error code when the command failed."""
     lines = [line for line in out.splitlines() if line.startswith("{")]
     try:
         doc: dict[str, Any] = json.loads(lines[-1]) if lines else {}
