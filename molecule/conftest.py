@@ -1,23 +1,27 @@
-"""Fixtures shared by the verify tests of every scenario: the converged host, its address, its
-secrets from the Molecule inventory, and the pins from the role defaults."""
+"""Fixtures and helpers shared by the verify tests of every scenario: the converged host, its
+address, its secrets and stack wiring from the Molecule inventory, the pins from the role
+defaults, service names and main PIDs, waits, S3 clients and site runs."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
 import mlflow
 import numpy as np
 import pytest
+import requests
 import testinfra.host
 import yaml
 from botocore.client import BaseClient
@@ -26,6 +30,8 @@ from sklearn.linear_model import LogisticRegression
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MEASUREMENTS = ROOT / ".cache" / "verify-measurements.txt"
+# The in-repository collection first, as ansible.cfg has it.
+COLLECTIONS_PATH = f"{ROOT / 'collections'}:~/.ansible/collections:/usr/share/ansible/collections"
 
 
 def record(line: str) -> None:
@@ -39,9 +45,56 @@ def record(line: str) -> None:
 
 def role_defaults(role: str) -> dict[str, Any]:
     """The defaults/main.yml of a role: the single place its pins live."""
-    text = (ROOT / "roles" / role / "defaults" / "main.yml").read_text()
-    data: dict[str, Any] = yaml.safe_load(text)
+    return role_file(role, "defaults")
+
+
+def role_file(role: str, kind: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "roles" / role / kind / "main.yml").read_text())
     return data
+
+
+# The PostgreSQL cluster unit of the test image (Debian 12), from the role's own table.
+PG_VERSION = role_file("postgresql", "vars")["__postgresql_default_versions"]["Debian-12"]
+PG_UNIT = f"postgresql@{PG_VERSION}-main"
+PG_CONF_DIR = f"/etc/postgresql/{PG_VERSION}/main"
+
+
+def main_pid(host: testinfra.host.Host, unit: str) -> int:
+    """The main PID systemd has for a unit; 0 when it is not running."""
+    return int(host.check_output(f"systemctl show -p MainPID --value {unit}"))
+
+
+def answers(url: str, timeout: float = 5) -> bool:
+    """Whether a GET of the URL answers 200."""
+    try:
+        return requests.get(url, timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_for(check: Callable[[], bool], timeout: float) -> float:
+    """Seconds until check() holds (an AssertionError counts as not yet); fails the test after timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            if check():
+                return time.monotonic() - start
+        except AssertionError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"not done within {timeout} s")
+
+
+def s3_client(url: str, access_key: str, secret_key: str, ca_file: str | None = None) -> BaseClient:
+    """A boto3 S3 client on a MinIO endpoint."""
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        verify=ca_file or True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +150,35 @@ def address(host: testinfra.host.Host) -> str:
     return ipv4_of(host)
 
 
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """The values the tiers share, as the scenario's wiring (00-stack.yml) sets them."""
+
+    tracking_port: int
+    s3_port: int
+    console_port: int
+    database_port: int
+    database: str
+    database_user: str
+    bucket: str
+
+
 @pytest.fixture(scope="module")
-def mlflow_url(address: str) -> str:
-    return f"http://{address}:{role_defaults('mlflow')['mlflow_port']}"
+def stack(hostvars: dict[str, Any]) -> Stack:
+    return Stack(
+        tracking_port=int(hostvars["mlflow_stack_tracking_port"]),
+        s3_port=int(hostvars["mlflow_stack_s3_port"]),
+        console_port=int(hostvars["mlflow_stack_console_port"]),
+        database_port=int(hostvars["mlflow_stack_database_port"]),
+        database=str(hostvars["mlflow_stack_database"]),
+        database_user=str(hostvars["mlflow_stack_database_user"]),
+        bucket=str(hostvars["mlflow_stack_bucket"]),
+    )
+
+
+@pytest.fixture(scope="module")
+def mlflow_url(address: str, stack: Stack) -> str:
+    return f"http://{address}:{stack.tracking_port}"
 
 
 @pytest.fixture(scope="module")
@@ -110,25 +189,18 @@ def lab_ca() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def s3_url(address: str, lab_ca: str | None) -> str:
+def s3_url(address: str, lab_ca: str | None, stack: Stack) -> str:
     scheme = "https" if lab_ca else "http"
-    return f"{scheme}://{address}:{role_defaults('minio')['minio_api_port']}"
+    return f"{scheme}://{address}:{stack.s3_port}"
 
 
 @pytest.fixture(scope="module")
 def s3(s3_url: str, hostvars: dict[str, Any], lab_ca: str | None) -> BaseClient:
-    """An S3 client on the MinIO API, to look into the artifact bucket."""
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        aws_access_key_id=hostvars["vault_minio_root_user"],
-        aws_secret_access_key=hostvars["vault_minio_root_password"],
-        region_name="us-east-1",
-        verify=lab_ca or True,
-    )
+    """An S3 client with the root keys, to look into the artifact bucket."""
+    return s3_client(s3_url, hostvars["vault_minio_root_user"], hostvars["vault_minio_root_password"], lab_ca)
 
 
-def check_client_flow(mlflow_url: str, s3: BaseClient) -> None:
+def check_client_flow(mlflow_url: str, s3: BaseClient, bucket: str) -> None:
     """End to end with the real MLflow client: runs, a registered model in two
     versions, an alias, loading and predicting, and the artifacts in the bucket."""
     mlflow.set_tracking_uri(mlflow_url)
@@ -168,7 +240,7 @@ def check_client_flow(mlflow_url: str, s3: BaseClient) -> None:
 
     keys = [
         obj["Key"]
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="mlflow", Prefix=f"{experiment_id}/")
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{experiment_id}/")
         for obj in page.get("Contents", [])
     ]
     for model_id in model_ids:
@@ -177,15 +249,18 @@ def check_client_flow(mlflow_url: str, s3: BaseClient) -> None:
         assert any(k.endswith("/requirements.txt") for k in model_keys), keys
 
 
-def run_site(extra_vars: dict[str, Any] | None = None, *args: str) -> subprocess.CompletedProcess[str]:
+def run_site(
+    extra_vars: dict[str, Any] | None = None, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run site.yml against the scenario's inventory, as a user would."""
-    return run_playbook("site.yml", extra_vars, *args)
+    return run_playbook("site.yml", extra_vars, *args, env=env)
 
 
 def run_playbook(
-    playbook: str, extra_vars: dict[str, Any] | None = None, *args: str
+    playbook: str, extra_vars: dict[str, Any] | None = None, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run a playbook of this repository (path from its root) against the scenario's inventory."""
+    """Run a playbook of this repository (path from its root) against the scenario's inventory,
+    with `env` added to the environment."""
     command = [
         str(pathlib.Path(sys.executable).parent / "ansible-playbook"),
         "-i",
@@ -199,7 +274,13 @@ def run_playbook(
         command,
         capture_output=True,
         text=True,
-        env=dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_NOCOLOR="1"),
+        env=dict(
+            os.environ,
+            ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
+            ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH,
+            ANSIBLE_NOCOLOR="1",
+            **(env or {}),
+        ),
         timeout=900,
         check=False,
     )

@@ -11,7 +11,15 @@ import pytest
 import requests
 import testinfra.host
 from botocore.client import BaseClient
-from conftest import assert_clean, check_client_flow, run_site, sampled_process_arguments, secret_forms
+from conftest import (
+    Stack,
+    assert_clean,
+    check_client_flow,
+    main_pid,
+    run_site,
+    sampled_process_arguments,
+    secret_forms,
+)
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 AUTH_SECRETS = ["vault_mlflow_admin_password", "vault_mlflow_flask_secret_key", "vault_mlflow_db_password"]
@@ -49,21 +57,27 @@ def test_admin_from_vault_is_an_admin(mlflow_url: str, admin: tuple[str, str]) -
 
 
 def test_client_flow_with_tracking_credentials(
-    monkeypatch: pytest.MonkeyPatch, mlflow_url: str, s3: BaseClient, admin: tuple[str, str]
+    monkeypatch: pytest.MonkeyPatch, mlflow_url: str, s3: BaseClient, stack: Stack, admin: tuple[str, str]
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
-    check_client_flow(mlflow_url, s3)
+    check_client_flow(mlflow_url, s3, stack.bucket)
 
 
-OWNER_SQL = "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'mlflow_auth'"
 USERS_SQL = "SELECT username, is_admin FROM users"
 
 
-def test_users_live_in_their_own_postgresql_database(host: testinfra.host.Host) -> None:
+def test_users_live_in_their_own_postgresql_database(
+    host: testinfra.host.Host, hostvars: dict[str, Any], stack: Stack
+) -> None:
+    """In the database the wiring names (renamed from the default in this scenario)."""
+    database = hostvars["mlflow_stack_auth_database"]
+    assert database != "mlflow_auth"
+    # The name comes from the scenario's own inventory (psql -c interpolates no variables).
+    owner_sql = f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{database}'"  # noqa: S608
     psql = "sudo -u postgres psql -tA"
-    assert host.check_output(f"{psql} -c {shlex.quote(OWNER_SQL)}") == "mlflow"
-    users = host.check_output(f"{psql} -d mlflow_auth -c {shlex.quote(USERS_SQL)}")
+    assert host.check_output(f"{psql} -c {shlex.quote(owner_sql)}") == stack.database_user
+    users = host.check_output(f"{psql} -d {database} -c {shlex.quote(USERS_SQL)}")
     assert "admin|t" in users.splitlines()
 
 
@@ -72,8 +86,8 @@ def test_flask_secret_key_is_the_vault_value_and_survives_restarts(
 ) -> None:
     wanted = f"MLFLOW_FLASK_SERVER_SECRET_KEY={hostvars['vault_mlflow_flask_secret_key']}"
 
-    def served() -> tuple[str, str]:
-        pid = host.check_output("systemctl show -p MainPID --value mlflow")
+    def served() -> tuple[int, str]:
+        pid = main_pid(host, "mlflow")
         return pid, str(host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ"))
 
     pid, environment = served()

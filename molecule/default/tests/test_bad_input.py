@@ -1,84 +1,102 @@
 """Bad input fails before anything changes: for each case site.yml must fail,
-its message must name the variable, and the host must be left as it was
-(same files, same service processes)."""
+the message of the task that failed (read from Ansible's JSON output, not the
+task banner or the failed condition) must name the variable and say what is
+wrong, no secret may be printed, and the host must be left as it was (same
+files, same service processes)."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 import testinfra.host
-from conftest import run_site
+from conftest import PG_CONF_DIR, PG_UNIT, run_site, secret_forms
 
-# (variable named in the error, extra vars)
-CASES: list[tuple[str, dict[str, Any]]] = [
-    ("mlflow_port", {"mlflow_port": 70000}),
-    ("mlflow_port", {"mlflow_port": "abc"}),
-    ("mlflow_port", {"mlflow_port": 9000}),  # taken by MinIO on the same host
-    ("mlflow_workers", {"mlflow_workers": 0}),
-    ("mlflow_artifacts_mode", {"mlflow_artifacts_mode": "ftp"}),
-    ("mlflow_version", {"mlflow_version": "latest"}),
-    ("mlflow_s3_bucket", {"mlflow_s3_bucket": "Bad_Bucket"}),
-    ("mlflow_s3_endpoint_url", {"mlflow_s3_endpoint_url": "minio:9000"}),
-    ("mlflow_backend_host", {"mlflow_backend_host": ""}),
-    ("mlflow_backend_password", {"mlflow_backend_password": ""}),
-    ("mlflow_pip_ca_bundle", {"mlflow_pip_ca_bundle": "/nonexistent/ca.pem"}),
-    ("mlflow_health_timeout", {"mlflow_health_timeout": "soon"}),
-    ("minio_root_password", {"minio_root_password": "short"}),
-    ("minio_root_user", {"minio_root_user": "ab"}),
-    ("minio_api_port", {"minio_api_port": 9001}),
-    ("minio_console_port", {"minio_console_port": 0}),
-    ("minio_binary_source", {"minio_binary_source": "ftp"}),
+# (variable the error must name, what it must say is wrong, extra vars)
+CASES: list[tuple[str, str, dict[str, Any]]] = [
+    ("mlflow_port", "1-65535", {"mlflow_port": 70000}),
+    ("mlflow_port", "unable to convert to int", {"mlflow_port": "abc"}),
+    ("mlflow_port", "share a port", {"mlflow_port": 9000}),  # taken by MinIO on the same host
+    ("mlflow_workers", "at least 1", {"mlflow_workers": 0}),
+    ("mlflow_artifacts_mode", "must be one of", {"mlflow_artifacts_mode": "ftp"}),
+    ("mlflow_version", "exact version", {"mlflow_version": "latest"}),
+    ("mlflow_s3_bucket", "not a valid S3 bucket name", {"mlflow_s3_bucket": "Bad_Bucket"}),
+    ("mlflow_s3_endpoint_url", r"http\(s\) URL", {"mlflow_s3_endpoint_url": "minio:9000"}),
+    ("mlflow_backend_host", "must be set", {"mlflow_backend_host": ""}),
+    ("mlflow_backend_password", "must be set", {"mlflow_backend_password": ""}),
+    ("mlflow_pip_ca_bundle", "not a file on the controller", {"mlflow_pip_ca_bundle": "/nonexistent/ca.pem"}),
+    ("mlflow_health_timeout", "unable to convert to int", {"mlflow_health_timeout": "soon"}),
+    ("minio_root_password", r"12\+ characters", {"minio_root_password": "short"}),
+    ("minio_root_user", r"3\+ characters", {"minio_root_user": "ab"}),
+    ("minio_api_port", "distinct ports", {"minio_api_port": 9001}),
+    ("minio_console_port", "1-65535", {"minio_console_port": 0}),
+    ("minio_binary_source", "must be one of", {"minio_binary_source": "ftp"}),
     (
         "minio_binary_sha256",
+        "64-hex",
         {"minio_binary_source": "url", "minio_binary_url": "http://example.invalid/minio"},
     ),
-    ("minio_release", {"minio_release": "latest"}),
-    ("minio_source_commit", {"minio_source_commit": "xyz"}),
-    ("minio_buckets", {"minio_buckets": ["Bad..Name"]}),
-    ("minio_data_dirs", {"minio_data_dirs": ["relative/path"]}),
-    ("minio_mc_release", {"minio_mc_release": "latest"}),
+    ("minio_release", "must look like RELEASE", {"minio_release": "latest"}),
+    ("minio_source_commit", "12 lower-case hex digits", {"minio_source_commit": "xyz"}),
+    ("minio_buckets", "not a valid S3 bucket name", {"minio_buckets": ["Bad..Name"]}),
+    ("minio_data_dirs", "absolute paths", {"minio_data_dirs": ["relative/path"]}),
+    ("minio_mc_release", "must look like RELEASE", {"minio_mc_release": "latest"}),
     (
         "minio_mc_binary_url",
+        "needs",
         {
             "minio_binary_source": "url",
             "minio_binary_url": "http://example.invalid/minio",
             "minio_binary_sha256": "0" * 64,
         },
     ),
-    ("minio_policies", {"minio_policies": [{"name": "no-statement", "document": {"Version": "2012-10-17"}}]}),
-    ("minio_users", {"minio_users": [{"access_key": "ab", "secret_key": "long-enough-1"}]}),
-    ("minio_users", {"minio_users": [{"access_key": "app-user", "secret_key": "short"}]}),
+    (
+        "minio_policies",
+        "non-empty Statement",
+        {"minio_policies": [{"name": "no-statement", "document": {"Version": "2012-10-17"}}]},
+    ),
+    ("minio_users", "3-20 letters", {"minio_users": [{"access_key": "ab", "secret_key": "long-enough-1"}]}),
+    ("minio_users", "8-40 characters", {"minio_users": [{"access_key": "app-user", "secret_key": "short"}]}),
     (
         "minio_users",
+        "policies among",
         {"minio_users": [{"access_key": "app-user", "secret_key": "long-enough-1", "policies": ["nope"]}]},
     ),
-    ("minio_tls_private_key", {"minio_tls_certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n"}),
-    ("mlflow_s3_ca_certificate", {"mlflow_s3_ca_certificate": "not a certificate"}),
+    (
+        "minio_tls_private_key",
+        "given together",
+        {"minio_tls_certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n"},
+    ),
+    ("mlflow_s3_ca_certificate", "PEM certificates", {"mlflow_s3_ca_certificate": "not a certificate"}),
     (
         "mlflow_auth_admin_password",
+        r"12\+ characters",
         {
             "mlflow_stack_auth": True,
             "vault_mlflow_admin_password": "short",
             "vault_mlflow_flask_secret_key": "k" * 40,
         },
     ),
-    ("mlflow_auth_default_permission", {"mlflow_auth_default_permission": "ALL"}),
-    ("postgresql_mlflow_auth_database", {"postgresql_mlflow_auth_database": "mlflow"}),
-    ("postgresql_mlflow_password", {"postgresql_mlflow_password": "short"}),
-    ("postgresql_port", {"postgresql_port": 0}),
-    ("postgresql_hba_clients", {"postgresql_hba_clients": ["not-an-ip"]}),
-    ("postgresql_mlflow_user", {"postgresql_mlflow_user": "postgres"}),
-    ("postgresql_version", {"postgresql_version": "9"}),
+    ("mlflow_auth_default_permission", "must be one of", {"mlflow_auth_default_permission": "ALL"}),
+    ("postgresql_mlflow_auth_database", "distinct", {"postgresql_mlflow_auth_database": "mlflow"}),
+    ("postgresql_mlflow_password", "12 characters or more", {"postgresql_mlflow_password": "short"}),
+    ("postgresql_port", "1-65535", {"postgresql_port": 0}),
+    ("postgresql_hba_clients", "not an IP address or CIDR", {"postgresql_hba_clients": ["not-an-ip"]}),
+    ("postgresql_mlflow_user", "must not be postgres", {"postgresql_mlflow_user": "postgres"}),
+    ("postgresql_version", "13 or newer", {"postgresql_version": "9"}),
+    # The wiring's own values are checked before the roles they feed.
+    ("mlflow_stack_s3_port", "1-65535", {"mlflow_stack_s3_port": 70000}),
+    ("mlflow_stack_database", "SQL identifier", {"mlflow_stack_database": "Bad-Name"}),
+    ("mlflow_stack_bucket", "not a valid S3 bucket name", {"mlflow_stack_bucket": "x"}),
 ]
 
 FINGERPRINT = (
     "sha256sum /etc/mlflow/* /etc/default/minio /etc/systemd/system/mlflow.service "
     "/etc/systemd/system/minio.service /usr/local/bin/minio /usr/local/bin/mcli /root/.mcli/config.json "
-    "/etc/postgresql/*/main/*.conf "
-    "/etc/postgresql/*/main/conf.d/*; "
-    "systemctl show -p MainPID --value postgresql@15-main minio mlflow; "
+    f"{PG_CONF_DIR}/*.conf {PG_CONF_DIR}/conf.d/*; "
+    f"systemctl show -p MainPID --value {PG_UNIT} minio mlflow; "
     "ls /opt/mlflow/venv/lib/python3*/site-packages | sha256sum"
 )
 
@@ -88,17 +106,44 @@ def baseline(host: testinfra.host.Host) -> str:
     return str(host.check_output(FINGERPRINT))
 
 
-def test_at_least_twenty_distinct_cases() -> None:
-    assert len({json.dumps(v, sort_keys=True) for _, v in CASES}) >= 20
+def failure_messages(stdout: str) -> list[str]:
+    """The messages of the failed tasks and loop items in ansible.posix.json output."""
+    report = json.loads(stdout[stdout.index("{") :])
+    messages = []
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            for result in task["hosts"].values():
+                for outcome in [result, *result.get("results", [])]:
+                    if outcome.get("failed") and outcome.get("msg") != "One or more items failed":
+                        messages.append(
+                            "\n".join([str(outcome.get("msg", "")), *outcome.get("argument_errors", [])])
+                        )
+    return messages
 
 
-@pytest.mark.parametrize(("variable", "extra_vars"), CASES, ids=[json.dumps(c[1]) for c in CASES])
+def test_at_least_thirty_eight_distinct_cases() -> None:
+    assert len({json.dumps(case[2], sort_keys=True) for case in CASES}) >= 38
+
+
+@pytest.mark.parametrize(("variable", "wrong", "extra_vars"), CASES, ids=[json.dumps(c[2]) for c in CASES])
 def test_bad_input_fails_early_and_names_the_variable(
-    host: testinfra.host.Host, baseline: str, variable: str, extra_vars: dict[str, Any]
+    host: testinfra.host.Host,
+    baseline: str,
+    hostvars: dict[str, Any],
+    variable: str,
+    wrong: str,
+    extra_vars: dict[str, Any],
 ) -> None:
-    result = run_site(extra_vars)
+    result = run_site(extra_vars, env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-2000:]
-    assert variable in output, output[-2000:]
-    assert "changed=0" in output, output[-2000:]
+    messages = failure_messages(result.stdout)
+    assert len(messages) == 1, messages
+    assert re.search(rf"\b{variable}\b", messages[0]), messages[0]
+    assert re.search(wrong, messages[0], re.IGNORECASE), messages[0]
+    stats = json.loads(result.stdout[result.stdout.index("{") :])["stats"]
+    assert all(host_stats["changed"] == 0 for host_stats in stats.values()), stats
+    secret_names = [n for n in hostvars if n.startswith("vault_") and ("password" in n or "secret" in n)]
+    secrets = secret_forms(hostvars, secret_names)
+    assert not [secret for secret in secrets if secret in output], "a secret appears in the output"
     assert host.check_output(FINGERPRINT) == baseline

@@ -5,8 +5,10 @@ artifacts landing in the MinIO bucket."""
 from __future__ import annotations
 
 from botocore.client import BaseClient
-from conftest import check_client_flow
+from conftest import Stack, check_client_flow
 
 
-def test_experiment_run_model_registry_alias_and_artifacts(mlflow_url: str, s3: BaseClient) -> None:
-    check_client_flow(mlflow_url, s3)
+def test_experiment_run_model_registry_alias_and_artifacts(
+    mlflow_url: str, s3: BaseClient, stack: Stack
+) -> None:
+    check_client_flow(mlflow_url, s3, stack.bucket)

@@ -4,6 +4,8 @@ re-run with other settings. Nothing is lost in any of them."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -13,43 +15,17 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
-import requests
 import testinfra.host
 from botocore.client import BaseClient
-from conftest import record, run_site
+from conftest import PG_UNIT, Stack, answers, main_pid, record, run_site, wait_for
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
-PG_UNIT = "postgresql@15-main"
 RECOVERY_SECONDS = 15
 
 
-def wait_for(check: Callable[[], bool], timeout: float) -> float:
-    """Seconds until check() holds; fails the test after timeout."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        try:
-            if check():
-                return time.monotonic() - start
-        except AssertionError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"not recovered within {timeout} s")
-
-
-def main_pid(host: testinfra.host.Host, unit: str) -> int:
-    return int(host.check_output(f"systemctl show -p MainPID --value {unit}"))
-
-
-def answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
 def healthy(url: str) -> Callable[[], bool]:
-    return lambda: answers(url)
+    return lambda: answers(url, timeout=2)
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +54,11 @@ def assert_intact(url: str, seeded: dict[str, str], *, load_model: bool = True) 
 
 
 @pytest.mark.parametrize(
-    ("unit", "health_path"),
-    [(PG_UNIT, None), ("minio", ":9000/minio/health/live"), ("mlflow", ":5000/health")],
+    ("unit", "health"),
+    [(PG_UNIT, None), ("minio", ("s3_port", "/minio/health/live")), ("mlflow", ("tracking_port", "/health"))],
 )
 def test_sigkill_brings_the_service_back(
-    host: testinfra.host.Host, address: str, unit: str, health_path: str | None
+    host: testinfra.host.Host, address: str, stack: Stack, unit: str, health: tuple[str, str] | None
 ) -> None:
     before = main_pid(host, unit)
     host.check_output(f"kill -9 {before}")
@@ -91,17 +67,37 @@ def test_sigkill_brings_the_service_back(
         RECOVERY_SECONDS,
     )
     record(f"{unit}: back after {seconds:.1f} s")
-    if health_path:
-        wait_for(healthy(f"http://{address}{health_path}"), 120)
+    if health:
+        port, path = health
+        wait_for(healthy(f"http://{address}:{getattr(stack, port)}{path}"), 120)
+    else:
+        # Running is not enough: the database answers a real query on MLflow's own tables.
+        wait_for(lambda: int(experiments(host, stack)) >= 1, 60)
+
+
+def experiments(host: testinfra.host.Host, stack: Stack) -> str:
+    """The number of MLflow experiments, read by PostgreSQL itself."""
+    sql = "SELECT count(*) FROM experiments"
+    result = host.run(f"sudo -u postgres psql -tA -d {stack.database} -c {shlex.quote(sql)}")
+    assert result.rc == 0, result.stderr
+    return str(result.stdout).strip()
 
 
 def test_mlflow_waits_for_postgresql(
-    host: testinfra.host.Host, mlflow_url: str, seeded: dict[str, str]
+    host: testinfra.host.Host, mlflow_url: str, stack: Stack, seeded: dict[str, str]
 ) -> None:
+    """Started without its database, MLflow fails because of it (its own log says
+    why) instead of answering, then comes up once PostgreSQL returns."""
+    since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
     host.check_output(f"systemctl stop {PG_UNIT} && systemctl restart mlflow")
-    time.sleep(10)
-    assert not answers(f"{mlflow_url}/health"), "mlflow answered without its database"
-    host.check_output(f"systemctl start {PG_UNIT}")
+    try:
+        time.sleep(10)
+        assert not answers(f"{mlflow_url}/health", timeout=2), "mlflow answered without its database"
+        journal = host.check_output(f"journalctl -u mlflow --no-pager -o cat --since {shlex.quote(since)}")
+        cause = rf"OperationalError.*port {stack.database_port} failed: Connection refused"
+        assert re.search(cause, journal), journal[-3000:]
+    finally:
+        host.check_output(f"systemctl start {PG_UNIT}")
     seconds = wait_for(healthy(f"{mlflow_url}/health"), 120)
     record(f"mlflow healthy {seconds:.1f} s after PostgreSQL came back")
     assert_intact(mlflow_url, seeded)
@@ -137,16 +133,16 @@ def converge(extra_vars: dict[str, Any]) -> None:
 
 
 def test_reconfiguring_loses_no_data(
-    address: str, mlflow_url: str, s3: BaseClient, seeded: dict[str, str]
+    address: str, mlflow_url: str, s3: BaseClient, stack: Stack, seeded: dict[str, str]
 ) -> None:
     changed = {"mlflow_workers": 1, "mlflow_port": 5001, "mlflow_artifacts_mode": "direct"}
     converge(changed)
     moved = f"http://{address}:5001"
     wait_for(healthy(f"{moved}/health"), 120)
-    assert not answers(f"{mlflow_url}/health"), "the old port still answers"
+    assert not answers(f"{mlflow_url}/health", timeout=2), "the old port still answers"
     # Direct mode serves no artifacts: check the metadata here and the objects in the bucket.
     assert_intact(moved, seeded, load_model=False)
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow").get("Contents", [])]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.bucket).get("Contents", [])]
     assert any(k.endswith("/MLmodel") for k in keys)
     # Back to the scenario's settings; the data is still there.
     converge({})

@@ -7,7 +7,7 @@ import re
 
 import pytest
 import testinfra.host
-from conftest import record
+from conftest import main_pid, record
 
 MAX_EXPOSURE = 2.5
 
@@ -24,7 +24,7 @@ def test_exposure_is_low(host: testinfra.host.Host, unit: str) -> None:
 
 @pytest.mark.parametrize(("unit", "user"), [("minio", "minio"), ("mlflow", "mlflow")])
 def test_runs_as_its_own_user_without_capabilities(host: testinfra.host.Host, unit: str, user: str) -> None:
-    pid = host.check_output(f"systemctl show -p MainPID --value {unit}")
+    pid = main_pid(host, unit)
     status = host.check_output(f"cat /proc/{pid}/status")
     assert re.search(r"^CapEff:\s+0+$", status, re.MULTILINE), status
     assert re.search(r"^NoNewPrivs:\s+1$", status, re.MULTILINE), status

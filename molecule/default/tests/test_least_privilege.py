@@ -5,36 +5,30 @@ tracking tier. A new secret in the inventory rotates the user's key."""
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import boto3
 import mlflow
 import pytest
 import testinfra.host
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
-from conftest import run_site
+from conftest import Stack, main_pid, run_site, s3_client
 
-BUCKET = "mlflow"
 MCLI = "/usr/local/bin/mcli --config-dir /root/.mcli --json"
 
 
-def client(s3_url: str, access_key: str, secret_key: str) -> BaseClient:
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name="us-east-1",
-    )
+@pytest.fixture(scope="module")
+def bucket(stack: Stack) -> str:
+    return stack.bucket
 
 
 @pytest.fixture(scope="module")
 def mlflow_s3(s3_url: str, hostvars: dict[str, Any]) -> BaseClient:
-    return client(
+    return s3_client(
         s3_url, hostvars["vault_minio_mlflow_access_key"], hostvars["vault_minio_mlflow_secret_key"]
     )
 
@@ -59,8 +53,7 @@ def denied(call: Callable[..., object], **kwargs: object) -> bool:
 
 
 def mlflow_environment(host: testinfra.host.Host) -> str:
-    pid = host.check_output("systemctl show -p MainPID --value mlflow")
-    return str(host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ"))
+    return str(host.check_output(f"tr '\\0' '\\n' < /proc/{main_pid(host, 'mlflow')}/environ"))
 
 
 def test_mlflow_uses_its_own_keys(host: testinfra.host.Host, hostvars: dict[str, Any]) -> None:
@@ -75,39 +68,39 @@ def test_mlflow_uses_its_own_keys(host: testinfra.host.Host, hostvars: dict[str,
 
 
 def test_mlflow_user_has_exactly_its_bucket_policy(
-    host: testinfra.host.Host, hostvars: dict[str, Any]
+    host: testinfra.host.Host, hostvars: dict[str, Any], bucket: str
 ) -> None:
     user = json.loads(
         host.check_output(f"{MCLI} admin user info local {hostvars['vault_minio_mlflow_access_key']}")
     )
     assert user["userStatus"] == "enabled"
-    assert user["policyName"] == f"{BUCKET}-readwrite"
-    policy = json.loads(host.check_output(f"{MCLI} admin policy info local {BUCKET}-readwrite"))
+    assert user["policyName"] == f"{bucket}-readwrite"
+    policy = json.loads(host.check_output(f"{MCLI} admin policy info local {bucket}-readwrite"))
     resources = {r for s in policy["policyInfo"]["Policy"]["Statement"] for r in s["Resource"]}
-    assert resources == {f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"}
+    assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
 
 
-def test_mlflow_keys_work_in_their_bucket(mlflow_s3: BaseClient) -> None:
+def test_mlflow_keys_work_in_their_bucket(mlflow_s3: BaseClient, bucket: str) -> None:
     key = f"probes/{uuid.uuid4().hex}.txt"
-    mlflow_s3.put_object(Bucket=BUCKET, Key=key, Body=b"probe")
-    assert mlflow_s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"probe"
+    mlflow_s3.put_object(Bucket=bucket, Key=key, Body=b"probe")
+    assert mlflow_s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"probe"
     assert any(
-        o["Key"] == key for o in mlflow_s3.list_objects_v2(Bucket=BUCKET, Prefix="probes/")["Contents"]
+        o["Key"] == key for o in mlflow_s3.list_objects_v2(Bucket=bucket, Prefix="probes/")["Contents"]
     )
-    mlflow_s3.delete_object(Bucket=BUCKET, Key=key)
+    mlflow_s3.delete_object(Bucket=bucket, Key=key)
 
 
-def test_mlflow_keys_reach_nothing_else(mlflow_s3: BaseClient, other_bucket: str) -> None:
+def test_mlflow_keys_reach_nothing_else(mlflow_s3: BaseClient, other_bucket: str, bucket: str) -> None:
     assert denied(mlflow_s3.get_object, Bucket=other_bucket, Key="theirs.txt")
     assert denied(mlflow_s3.put_object, Bucket=other_bucket, Key="mine.txt", Body=b"x")
     assert denied(mlflow_s3.list_objects_v2, Bucket=other_bucket)
     assert denied(mlflow_s3.delete_object, Bucket=other_bucket, Key="theirs.txt")
     assert denied(mlflow_s3.create_bucket, Bucket=f"new-{uuid.uuid4().hex[:8]}")
-    assert denied(mlflow_s3.delete_bucket, Bucket=BUCKET)
+    assert denied(mlflow_s3.delete_bucket, Bucket=bucket)
 
 
 def test_new_secret_rotates_the_key(
-    host: testinfra.host.Host, s3_url: str, mlflow_url: str, hostvars: dict[str, Any]
+    host: testinfra.host.Host, s3_url: str, mlflow_url: str, hostvars: dict[str, Any], bucket: str
 ) -> None:
     access_key = hostvars["vault_minio_mlflow_access_key"]
     old_secret = hostvars["vault_minio_mlflow_secret_key"]
@@ -116,15 +109,16 @@ def test_new_secret_rotates_the_key(
         result = run_site({"vault_minio_mlflow_secret_key": new_secret})
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
         with pytest.raises(ClientError, match="SignatureDoesNotMatch"):
-            client(s3_url, access_key, old_secret).list_objects_v2(Bucket=BUCKET)
-        client(s3_url, access_key, new_secret).list_objects_v2(Bucket=BUCKET)
+            s3_client(s3_url, access_key, old_secret).list_objects_v2(Bucket=bucket)
+        s3_client(s3_url, access_key, new_secret).list_objects_v2(Bucket=bucket)
         # MLflow was restarted with the new key and stores artifacts with it.
         assert new_secret in host.file("/etc/mlflow/mlflow.env").content_string
         tracking = mlflow.MlflowClient(mlflow_url)
         run = tracking.create_run(tracking.create_experiment(f"rotation-{uuid.uuid4().hex[:8]}"))
-        tracking.log_text(run.info.run_id, "after rotation", "rotation.txt")
-        assert tracking.download_artifacts(run.info.run_id, "rotation.txt")
+        text = f"after rotation {uuid.uuid4().hex}"
+        tracking.log_text(run.info.run_id, text, "rotation.txt")
+        assert pathlib.Path(tracking.download_artifacts(run.info.run_id, "rotation.txt")).read_text() == text
     finally:
         result = run_site({})
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    client(s3_url, access_key, old_secret).list_objects_v2(Bucket=BUCKET)
+    s3_client(s3_url, access_key, old_secret).list_objects_v2(Bucket=bucket)

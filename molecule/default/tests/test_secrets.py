@@ -8,9 +8,15 @@ from typing import Any
 
 import pytest
 import testinfra.host
-from conftest import assert_clean, run_site, sampled_process_arguments, secret_forms
+from conftest import PG_UNIT, assert_clean, run_site, sampled_process_arguments, secret_forms
 
 SECRET_VARS = ["vault_mlflow_db_password", "vault_minio_root_password", "vault_minio_mlflow_secret_key"]
+# Every file that may hold one of them, with its exact owner, group and mode.
+SECRET_FILES = {
+    "/etc/mlflow/mlflow.env": ("root", "root", 0o600),
+    "/etc/default/minio": ("root", "root", 0o600),
+    "/root/.mcli/config.json": ("root", "root", 0o600),
+}
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +29,7 @@ def test_not_in_process_arguments(host: testinfra.host.Host, secrets: list[str])
 
 
 def test_not_in_unit_files(host: testinfra.host.Host, secrets: list[str]) -> None:
-    units = host.check_output("systemctl cat mlflow minio postgresql@15-main")
+    units = host.check_output(f"systemctl cat mlflow minio {PG_UNIT}")
     assert "EnvironmentFile=" in units
     assert_clean(units, secrets, "the unit files")
 
@@ -34,7 +40,9 @@ def test_not_in_the_journal(host: testinfra.host.Host, secrets: list[str]) -> No
     assert_clean(journal, secrets, "the journal")
 
 
-def test_files_holding_secrets_are_private(host: testinfra.host.Host, secrets: list[str]) -> None:
+def test_only_known_files_hold_secrets_with_exact_owner_and_mode(
+    host: testinfra.host.Host, secrets: list[str]
+) -> None:
     holders: set[str] = set()
     for secret in secrets:
         found = host.run(
@@ -42,10 +50,13 @@ def test_files_holding_secrets_are_private(host: testinfra.host.Host, secrets: l
             secret,
         )
         holders |= {line for line in found.stdout.splitlines() if line}
-    # The two EnvironmentFiles must be among them, or the search proves nothing.
+    # The two EnvironmentFiles must be among them, or the search proves nothing;
+    # and no other file may hold a secret.
     assert {"/etc/mlflow/mlflow.env", "/etc/default/minio"} <= holders
+    assert holders <= set(SECRET_FILES), f"unexpected files hold a secret: {holders - set(SECRET_FILES)}"
     for path in sorted(holders):
-        assert host.file(path).mode & 0o004 == 0, f"{path} holds a secret and is world-readable"
+        found = host.file(path)
+        assert (found.user, found.group, found.mode) == SECRET_FILES[path], path
 
 
 @pytest.mark.parametrize("verbosity", [[], ["-v"]], ids=["default", "-v"])

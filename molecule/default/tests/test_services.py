@@ -10,9 +10,7 @@ import psycopg2
 import pytest
 import requests
 import testinfra.host
-from conftest import role_defaults
-
-PG_UNIT = "postgresql@15-main"
+from conftest import PG_UNIT, Stack, role_defaults
 
 
 @pytest.mark.parametrize("unit", [PG_UNIT, "minio", "mlflow"])
@@ -22,10 +20,11 @@ def test_service_active_and_enabled(host: testinfra.host.Host, unit: str) -> Non
     assert service.is_enabled, f"{unit} is not enabled"
 
 
-@pytest.mark.parametrize("port", [5432, 5000, 9000, 9001])
-def test_port_listening(host: testinfra.host.Host, port: int) -> None:
+@pytest.mark.parametrize("port", ["database_port", "tracking_port", "s3_port", "console_port"])
+def test_port_listening(host: testinfra.host.Host, stack: Stack, port: str) -> None:
+    number = getattr(stack, port)
     listening = host.socket.get_listening_sockets()
-    assert any(s.startswith("tcp://") and s.endswith(f":{port}") for s in listening), listening
+    assert any(s.startswith("tcp://") and s.endswith(f":{number}") for s in listening), listening
 
 
 def test_mlflow_health(mlflow_url: str) -> None:
@@ -50,7 +49,8 @@ def test_mlflow_refuses_unknown_host_header(mlflow_url: str) -> None:
 
 def test_mlflow_accepts_its_own_names(host: testinfra.host.Host, mlflow_url: str) -> None:
     hostname = host.check_output("hostname")
-    for header in (hostname, f"{hostname}:5000", mlflow_url.removeprefix("http://")):
+    port = mlflow_url.rsplit(":", 1)[1]
+    for header in (hostname, f"{hostname}:{port}", mlflow_url.removeprefix("http://")):
         response = requests.get(
             f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1",
             headers={"Host": header},
@@ -63,8 +63,8 @@ def test_minio_live(s3_url: str) -> None:
     assert requests.get(f"{s3_url}/minio/health/live", timeout=10).status_code == 200
 
 
-def test_minio_console_serves_html(address: str) -> None:
-    response = requests.get(f"http://{address}:9001/", timeout=10)
+def test_minio_console_serves_html(address: str, stack: Stack) -> None:
+    response = requests.get(f"http://{address}:{stack.console_port}/", timeout=10)
     assert response.status_code == 200
     assert "text/html" in response.headers["Content-Type"]
     assert "<html" in response.text.lower()
@@ -115,13 +115,3 @@ def test_database_refuses_hosts_outside_the_tracking_tier(address: str, hostvars
             password=hostvars["vault_mlflow_db_password"],
             connect_timeout=10,
         )
-
-
-@pytest.mark.parametrize(
-    ("path", "owner"),
-    [("/etc/mlflow/mlflow.env", "root"), ("/etc/default/minio", "root")],
-)
-def test_secret_files_are_private(host: testinfra.host.Host, path: str, owner: str) -> None:
-    secret_file = host.file(path)
-    assert secret_file.user == owner
-    assert secret_file.mode == 0o600

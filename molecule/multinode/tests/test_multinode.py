@@ -1,32 +1,48 @@
 """The multi-host topology: PostgreSQL on one host, MinIO distributed over four,
-two tracking servers behind HAProxy. Clients go through the load balancer and
-see no failed request when a tracking server stops, when a MinIO node stops, or
-while playbooks/rolling-tracking.yml restarts the tracking tier."""
+two tracking servers behind HAProxy, every shared port and name off its default.
+Each service runs exactly where its group says. Clients go through the load
+balancer and see no failed request when a tracking server stops, when a MinIO
+node stops, or while playbooks/rolling-tracking.yml restarts the tracking tier."""
 
 from __future__ import annotations
 
 import json
 import os
 import pathlib
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from typing import Any
 
 import mlflow
 import pytest
 import requests
 import testinfra
 import testinfra.host
+import yaml
+from availability import Probe
 from botocore.client import BaseClient
-from conftest import check_client_flow, ipv4_of, record, run_playbook
+from conftest import (
+    PG_CONF_DIR,
+    PG_UNIT,
+    PG_VERSION,
+    Stack,
+    answers,
+    check_client_flow,
+    ipv4_of,
+    main_pid,
+    record,
+    run_playbook,
+    wait_for,
+)
 
 # The tests look at the whole topology from the load balancer's point of view.
 testinfra_hosts = ["mn-lb"]
 
 STORAGE = [f"mn-minio{i}" for i in range(1, 5)]
 TRACKING = ["mn-mlflow1", "mn-mlflow2"]
+# No request through the load balancer may take longer, even while a server stops.
+MAX_LATENCY = 2.0
 
 
 def node(name: str) -> testinfra.host.Host:
@@ -37,20 +53,6 @@ def ipv4(name: str) -> str:
     return ipv4_of(node(name))
 
 
-def answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=5).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def wait_for(check: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(1)
-
-
 @pytest.fixture(autouse=True)
 def downloads_through_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
     # MLflow would hand this controller presigned URLs naming mn-lb, a name
@@ -58,74 +60,59 @@ def downloads_through_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
 
 
-@dataclass
-class Loop:
-    """A client logging a metric through the load balancer as fast as it can,
-    with no retries of its own: every failure counts. Each request has its own
-    connection, so a failure is the load balancer's, not the race of a reused
-    keep-alive connection that a stopping server has just closed (which HTTP
-    clients such as MLflow's retry)."""
-
-    url: str
-    run_id: str
-    requests: int = 0
-    failed: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            body: dict[str, str | int] = {
-                "run_id": self.run_id,
-                "key": "loop",
-                "value": self.requests,
-                "step": self.requests,
-                "timestamp": int(time.time() * 1000),
-            }
-            try:
-                response = requests.post(
-                    f"{self.url}/api/2.0/mlflow/runs/log-metric",
-                    json=body,
-                    headers={"Connection": "close"},
-                    timeout=60,
-                )
-                if response.status_code != 200:
-                    self.failed.append(f"{response.status_code} {response.text[:200]}")
-            except requests.RequestException as err:
-                self.failed.append(repr(err))
-            self.requests += 1
-            time.sleep(0.02)
-
-
 @pytest.fixture
-def client_loop(mlflow_url: str) -> Iterator[Loop]:
+def probe(mlflow_url: str) -> Iterator[Probe]:
+    """A client logging a metric through the load balancer (see availability.Probe).
+    Afterwards, every request it saw succeed must be stored, once: the metric's
+    history has exactly as many entries as successes."""
     client = mlflow.MlflowClient(mlflow_url)
-    run = client.create_run(client.create_experiment(f"loop-{uuid.uuid4().hex[:8]}"))
-    loop = Loop(mlflow_url, run.info.run_id)
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
+    run_id = client.create_run(client.create_experiment(f"probe-{uuid.uuid4().hex[:8]}")).info.run_id
+
+    def body(number: int) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "key": "probe",
+            "value": number,
+            "step": number,
+            "timestamp": int(time.time() * 1000),
+        }
+
+    probe = Probe(f"{mlflow_url}/api/2.0/mlflow/runs/log-metric", "POST", body).start()
     time.sleep(2)
-    yield loop
-    loop.stop.set()
-    thread.join(timeout=90)
-    # Every request the client saw succeed was stored, once.
-    history = client.get_metric_history(loop.run_id, "loop")
-    assert len(history) == loop.requests - len(loop.failed)
+    yield probe
+    probe.stop()
+    assert len(client.get_metric_history(run_id, "probe")) == probe.successes
 
 
-def test_every_tier_runs_on_its_own_hosts() -> None:
-    units = {"mn-db": "postgresql@15-main", "mn-lb": "haproxy"}
-    units |= dict.fromkeys(STORAGE, "minio") | dict.fromkeys(TRACKING, "mlflow")
-    for name, unit in units.items():
-        assert node(name).service(unit).is_running, f"{unit} on {name}"
-    for name in ("mn-lb", "mn-db"):
-        assert not node(name).exists("/usr/local/bin/minio")
-        assert not node(name).exists("/opt/mlflow/venv")
+def groups_of_platforms() -> dict[str, list[str]]:
+    """Each host of the scenario and its inventory groups, from molecule.yml."""
+    scenario = yaml.safe_load((pathlib.Path(__file__).parents[1] / "molecule.yml").read_text())
+    return {platform["name"]: platform["groups"] for platform in scenario["platforms"]}
 
 
-def test_minio_is_one_distributed_deployment_over_four_nodes() -> None:
+GROUPS = groups_of_platforms()
+# Each service: its group, its unit, and a file only its installation leaves.
+SERVICES = {
+    "postgresql": ("mlflow_database", PG_UNIT, f"/usr/lib/postgresql/{PG_VERSION}/bin/postgres"),
+    "minio": ("mlflow_storage", "minio", "/usr/local/bin/minio"),
+    "mlflow": ("mlflow_tracking", "mlflow", "/opt/mlflow/venv/bin/mlflow"),
+    "haproxy": ("mlflow_loadbalancer", "haproxy", "/usr/sbin/haproxy"),
+}
+
+
+@pytest.mark.parametrize(("name", "service"), [(n, s) for n in GROUPS for s in SERVICES])
+def test_each_service_runs_exactly_where_its_group_says(name: str, service: str) -> None:
+    group, unit, installed = SERVICES[service]
+    wanted = group in GROUPS[name]
+    target = node(name)
+    assert target.file(installed).exists == wanted, f"{service} installed on {name}: expected {wanted}"
+    assert target.service(unit).is_running == wanted, f"{unit} running on {name}: expected {wanted}"
+
+
+def test_minio_is_one_distributed_deployment_over_four_nodes(stack: Stack) -> None:
     volumes = {node(name).check_output("grep ^MINIO_VOLUMES= /etc/default/minio") for name in STORAGE}
     assert len(volumes) == 1, volumes
-    assert all(f"http://{name}:9000/var/lib/minio/data" in next(iter(volumes)) for name in STORAGE)
+    assert all(f"http://{name}:{stack.s3_port}/var/lib/minio/data" in next(iter(volumes)) for name in STORAGE)
     info = json.loads(
         node("mn-minio1").check_output("/usr/local/bin/mcli --config-dir /root/.mcli --json admin info local")
     )
@@ -135,41 +122,50 @@ def test_minio_is_one_distributed_deployment_over_four_nodes() -> None:
 
 
 def test_pg_hba_admits_exactly_the_tracking_hosts() -> None:
-    hba = node("mn-db").check_output("cat /etc/postgresql/15/main/pg_hba.conf")
+    hba = node("mn-db").check_output(f"cat {PG_CONF_DIR}/pg_hba.conf")
     clients = {line.split()[3] for line in hba.splitlines() if line.startswith("host")}
     assert clients == {f"{ipv4(name)}/32" for name in TRACKING}
 
 
-def test_mlflow_accepts_the_load_balancer_names(address: str) -> None:
-    url = f"http://{address}:5000/api/2.0/mlflow/experiments/search?max_results=1"
+def test_mlflow_accepts_the_load_balancer_names(address: str, stack: Stack) -> None:
+    url = f"http://{address}:{stack.tracking_port}/api/2.0/mlflow/experiments/search?max_results=1"
     for name in ("mn-lb", address, "mlflow.multinode.test"):
-        assert requests.get(url, headers={"Host": f"{name}:5000"}, timeout=10).status_code == 200, name
+        headers = {"Host": f"{name}:{stack.tracking_port}"}
+        assert requests.get(url, headers=headers, timeout=10).status_code == 200, name
     assert requests.get(url, headers={"Host": "evil.example"}, timeout=10).status_code == 403
 
 
-def test_client_flow_through_the_load_balancer(mlflow_url: str, s3: BaseClient) -> None:
-    check_client_flow(mlflow_url, s3)
+def test_client_flow_through_the_load_balancer(mlflow_url: str, s3: BaseClient, stack: Stack) -> None:
+    """Every shared port and name is off its default in this scenario: the client
+    flow through them shows the wiring carried each one to both sides."""
+    assert (stack.tracking_port, stack.s3_port, stack.database_port) == (5050, 9100, 5433)
+    assert (stack.database, stack.database_user, stack.bucket) == ("tracking_mn", "tracker", "artifacts-mn")
+    check_client_flow(mlflow_url, s3, stack.bucket)
 
 
-def test_a_tracking_server_stops_and_no_request_fails(mlflow_url: str, client_loop: Loop) -> None:
+def test_a_tracking_server_stops_and_no_request_fails(stack: Stack, probe: Probe) -> None:
     mlflow1 = node("mn-mlflow1")
+    probe.mark("stop")
     mlflow1.check_output("systemctl stop mlflow")
     try:
         time.sleep(10)
-        during = client_loop.requests
-        assert not client_loop.failed, client_loop.failed[:5]
     finally:
+        probe.mark("start")
         mlflow1.check_output("systemctl start mlflow")
-    wait_for(lambda: answers(f"http://{ipv4('mn-mlflow1')}:5000/health"), 120)
+    wait_for(lambda: answers(f"http://{ipv4('mn-mlflow1')}:{stack.tracking_port}/health"), 120)
     time.sleep(5)
+    probe.stop()
+    slowest = max(o.latency for o in probe.outcomes)
     record(
-        f"failover: {client_loop.requests} requests, {len(client_loop.failed)} failed"
-        f" ({during} by the end of the 10 s stop)"
+        f"failover: {len(probe.outcomes)} requests, {len(probe.failures)} failed,"
+        f" {probe.during(('stop', 'start'))} during the 10 s stop, slowest {slowest:.2f} s"
     )
-    assert not client_loop.failed, client_loop.failed[:5]
+    probe.check(("stop", "start"), max_latency=MAX_LATENCY)
 
 
-def test_a_minio_node_stops_and_artifacts_stay_readable_and_writable(mlflow_url: str, s3: BaseClient) -> None:
+def test_a_minio_node_stops_and_artifacts_stay_readable_and_writable(
+    mlflow_url: str, s3: BaseClient, stack: Stack
+) -> None:
     client = mlflow.MlflowClient(mlflow_url)
     run = client.create_run(client.create_experiment(f"minio-down-{uuid.uuid4().hex[:8]}"))
     client.log_text(run.info.run_id, "written with four nodes", "before.txt")
@@ -182,27 +178,30 @@ def test_a_minio_node_stops_and_artifacts_stay_readable_and_writable(mlflow_url:
         path = client.download_artifacts(run.info.run_id, "during.txt")
         assert pathlib.Path(path).read_text() == "written with three nodes"
         keys = [
-            o["Key"] for o in s3.list_objects_v2(Bucket="mlflow", Prefix=run.info.experiment_id)["Contents"]
+            o["Key"]
+            for o in s3.list_objects_v2(Bucket=stack.bucket, Prefix=run.info.experiment_id)["Contents"]
         ]
         assert any(k.endswith("/during.txt") for k in keys)
     finally:
         minio1.check_output("systemctl start minio")
-    wait_for(lambda: answers(f"http://{ipv4('mn-minio1')}:9000/minio/health/cluster"), 120)
+    wait_for(lambda: answers(f"http://{ipv4('mn-minio1')}:{stack.s3_port}/minio/health/cluster"), 120)
     record("minio node down: read an existing artifact, wrote and read a new one through the load balancer")
 
 
-def test_rolling_restart_fails_no_request(client_loop: Loop) -> None:
-    pids = {name: node(name).check_output("systemctl show -p MainPID --value mlflow") for name in TRACKING}
-    start = time.monotonic()
+def test_rolling_restart_fails_no_request(probe: Probe) -> None:
+    pids = {name: main_pid(node(name), "mlflow") for name in TRACKING}
+    probe.mark("roll")
     result = run_playbook("playbooks/rolling-tracking.yml")
-    took = time.monotonic() - start
+    probe.mark("rolled")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     time.sleep(3)
-    new_pids = {
-        name: node(name).check_output("systemctl show -p MainPID --value mlflow") for name in TRACKING
-    }
+    probe.stop()
+    new_pids = {name: main_pid(node(name), "mlflow") for name in TRACKING}
     assert all(pids[name] != new_pids[name] for name in TRACKING), (pids, new_pids)
+    took = probe.marks["rolled"] - probe.marks["roll"]
+    slowest = max(o.latency for o in probe.outcomes)
     record(
-        f"rolling restart ({took:.0f} s): {client_loop.requests} requests, {len(client_loop.failed)} failed"
+        f"rolling restart ({took:.0f} s): {len(probe.outcomes)} requests, {len(probe.failures)} failed,"
+        f" {probe.during(('roll', 'rolled'))} during the roll, slowest {slowest:.2f} s"
     )
-    assert not client_loop.failed, client_loop.failed[:5]
+    probe.check(("roll", "rolled"), max_latency=MAX_LATENCY)

@@ -7,42 +7,47 @@ from __future__ import annotations
 import json
 import ssl
 
-import boto3
 import pytest
 import requests
 import testinfra.host
 from botocore.client import BaseClient
-from conftest import check_client_flow, role_defaults
-
-PORTS = role_defaults("minio")
+from conftest import Stack, check_client_flow, s3_client
 
 
-def test_api_and_console_serve_https_trusted_by_the_lab_ca(address: str, lab_ca: str | None) -> None:
+def test_api_and_console_serve_https_trusted_by_the_lab_ca(
+    address: str, stack: Stack, lab_ca: str | None
+) -> None:
     assert lab_ca
-    for port, path in ((PORTS["minio_api_port"], "/minio/health/live"), (PORTS["minio_console_port"], "/")):
+    for port, path in ((stack.s3_port, "/minio/health/live"), (stack.console_port, "/")):
         assert requests.get(f"https://{address}:{port}{path}", verify=lab_ca, timeout=10).status_code == 200
 
 
-def test_served_certificate_is_the_one_from_the_variables(host: testinfra.host.Host, address: str) -> None:
-    served = ssl.get_server_certificate((address, PORTS["minio_api_port"]))
+def test_served_certificate_is_the_one_from_the_variables(
+    host: testinfra.host.Host, address: str, stack: Stack
+) -> None:
+    served = ssl.get_server_certificate((address, stack.s3_port))
     installed = host.file("/etc/minio/certs/public.crt").content_string
     assert ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(installed)
     assert host.file("/etc/minio/certs/private.key").mode == 0o640
 
 
-def test_a_client_without_the_ca_refuses_the_connection(address: str) -> None:
+def test_a_client_without_the_ca_refuses_the_connection(address: str, stack: Stack) -> None:
     with pytest.raises(requests.exceptions.SSLError):
-        requests.get(f"https://{address}:{PORTS['minio_api_port']}/minio/health/live", timeout=10)
+        requests.get(f"https://{address}:{stack.s3_port}/minio/health/live", timeout=10)
 
 
-def test_plain_http_is_not_served(address: str) -> None:
-    response = requests.get(f"http://{address}:{PORTS['minio_api_port']}/minio/health/live", timeout=10)
+@pytest.mark.parametrize(("port", "path"), [("s3_port", "/minio/health/live"), ("console_port", "/")])
+def test_plain_http_is_refused_on_the_api_and_the_console(
+    address: str, stack: Stack, port: str, path: str
+) -> None:
+    response = requests.get(f"http://{address}:{getattr(stack, port)}{path}", timeout=10)
     assert response.status_code == 400
+    assert "HTTPS" in response.text
 
 
-def test_mlflow_trusts_the_ca(host: testinfra.host.Host, address: str) -> None:
+def test_mlflow_trusts_the_ca(host: testinfra.host.Host, address: str, stack: Stack) -> None:
     env = host.file("/etc/mlflow/mlflow.env").content_string
-    assert f'MLFLOW_S3_ENDPOINT_URL="https://{address}:{PORTS["minio_api_port"]}"' in env
+    assert f'MLFLOW_S3_ENDPOINT_URL="https://{address}:{stack.s3_port}"' in env
     assert 'AWS_CA_BUNDLE="/etc/mlflow/s3-ca.pem"' in env
     assert "BEGIN CERTIFICATE" in host.file("/etc/mlflow/s3-ca.pem").content_string
 
@@ -57,26 +62,22 @@ def test_the_minio_client_on_the_host_speaks_https(host: testinfra.host.Host) ->
 
 
 def test_mlflow_client_flow_over_tls(
-    monkeypatch: pytest.MonkeyPatch, mlflow_url: str, s3: BaseClient, lab_ca: str | None
+    monkeypatch: pytest.MonkeyPatch, mlflow_url: str, s3: BaseClient, stack: Stack, lab_ca: str | None
 ) -> None:
     """Proxied artifacts: MLflow writes to MinIO over HTTPS, verifying the CA. The
     client downloads through presigned MinIO URLs, so it trusts the CA too."""
     assert lab_ca
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", lab_ca)
-    check_client_flow(mlflow_url, s3)
+    check_client_flow(mlflow_url, s3, stack.bucket)
 
 
 def test_direct_client_with_mlflow_keys_trusts_the_ca(
-    s3_url: str, lab_ca: str | None, hostvars: dict[str, str]
+    s3_url: str, lab_ca: str | None, stack: Stack, hostvars: dict[str, str]
 ) -> None:
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        aws_access_key_id=hostvars["vault_minio_mlflow_access_key"],
-        aws_secret_access_key=hostvars["vault_minio_mlflow_secret_key"],
-        region_name="us-east-1",
-        verify=lab_ca,
+    assert lab_ca
+    client = s3_client(
+        s3_url, hostvars["vault_minio_mlflow_access_key"], hostvars["vault_minio_mlflow_secret_key"], lab_ca
     )
-    client.put_object(Bucket="mlflow", Key="tls-probe.txt", Body=b"over tls")
-    assert client.get_object(Bucket="mlflow", Key="tls-probe.txt")["Body"].read() == b"over tls"
-    client.delete_object(Bucket="mlflow", Key="tls-probe.txt")
+    client.put_object(Bucket=stack.bucket, Key="tls-probe.txt", Body=b"over tls")
+    assert client.get_object(Bucket=stack.bucket, Key="tls-probe.txt")["Body"].read() == b"over tls"
+    client.delete_object(Bucket=stack.bucket, Key="tls-probe.txt")
