@@ -115,3 +115,14 @@ def test_database_refuses_hosts_outside_the_tracking_tier(address: str, hostvars
             password=hostvars["vault_mlflow_db_password"],
             connect_timeout=10,
         )
+
+
+def test_job_execution_is_off_by_default(host: testinfra.host.Host) -> None:
+    """mlflow_jobs_enabled is false: no job runner, no huey consumers, so a
+    restart costs no extra CPU after /health answers (see defaults/main.yml)."""
+    unit = host.check_output("systemctl cat mlflow")
+    assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in unit
+    processes = host.check_output("ps -u mlflow -o args=")
+    assert "mlflow server" in processes
+    assert "huey" not in processes
+    assert "_job_runner" not in processes

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
+import shlex
 import time
 import uuid
 from collections.abc import Iterator
@@ -143,8 +145,24 @@ def test_client_flow_through_the_load_balancer(mlflow_url: str, s3: BaseClient, 
     check_client_flow(mlflow_url, s3, stack.bucket)
 
 
+def check_with_lb_log(probe: Probe, window: tuple[str, str], since: str) -> None:
+    """probe.check, with HAProxy's own log of the failed requests (status and
+    termination state) added to the message when it fails."""
+    try:
+        probe.check(window, max_latency=MAX_LATENCY)
+    except AssertionError as err:
+        log = (
+            node("mn-lb").run(f"journalctl -t haproxy --no-pager -o cat --since {shlex.quote(since)}").stdout
+        )
+        errors = [line for line in str(log).splitlines() if re.search(r" (5\d\d|-1) ", line)]
+        raise AssertionError(
+            f"{err}\nhaproxy log of the failed requests:\n" + "\n".join(errors[:20])
+        ) from err
+
+
 def test_a_tracking_server_stops_and_no_request_fails(stack: Stack, probe: Probe) -> None:
     mlflow1 = node("mn-mlflow1")
+    since = node("mn-lb").check_output("date '+%Y-%m-%d %H:%M:%S'")
     probe.mark("stop")
     mlflow1.check_output("systemctl stop mlflow")
     try:
@@ -160,7 +178,7 @@ def test_a_tracking_server_stops_and_no_request_fails(stack: Stack, probe: Probe
         f"failover: {len(probe.outcomes)} requests, {len(probe.failures)} failed,"
         f" {probe.during(('stop', 'start'))} during the 10 s stop, slowest {slowest:.2f} s"
     )
-    probe.check(("stop", "start"), max_latency=MAX_LATENCY)
+    check_with_lb_log(probe, ("stop", "start"), since)
 
 
 def test_a_minio_node_stops_and_artifacts_stay_readable_and_writable(
@@ -190,6 +208,7 @@ def test_a_minio_node_stops_and_artifacts_stay_readable_and_writable(
 
 def test_rolling_restart_fails_no_request(probe: Probe) -> None:
     pids = {name: main_pid(node(name), "mlflow") for name in TRACKING}
+    since = node("mn-lb").check_output("date '+%Y-%m-%d %H:%M:%S'")
     probe.mark("roll")
     result = run_playbook("playbooks/rolling-tracking.yml")
     probe.mark("rolled")
@@ -204,4 +223,4 @@ def test_rolling_restart_fails_no_request(probe: Probe) -> None:
         f"rolling restart ({took:.0f} s): {len(probe.outcomes)} requests, {len(probe.failures)} failed,"
         f" {probe.during(('roll', 'rolled'))} during the roll, slowest {slowest:.2f} s"
     )
-    probe.check(("roll", "rolled"), max_latency=MAX_LATENCY)
+    check_with_lb_log(probe, ("roll", "rolled"), since)
