@@ -249,6 +249,12 @@ def check_client_flow(mlflow_url: str, s3: BaseClient, bucket: str) -> None:
         assert any(k.endswith("/requirements.txt") for k in model_keys), keys
 
 
+def json_report(stdout: str) -> dict[str, Any]:
+    """The report a run with ANSIBLE_STDOUT_CALLBACK=ansible.posix.json printed."""
+    report: dict[str, Any] = json.loads(stdout[stdout.index("{") :])
+    return report
+
+
 def run_site(
     extra_vars: dict[str, Any] | None = None, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import testinfra.host
-from conftest import PG_CONF_DIR, PG_UNIT, run_site, secret_forms
+from conftest import PG_CONF_DIR, PG_UNIT, json_report, run_site, secret_forms
 
 # (variable the error must name, what it must say is wrong, extra vars)
 CASES: list[tuple[str, str, dict[str, Any]]] = [
@@ -106,9 +106,8 @@ def baseline(host: testinfra.host.Host) -> str:
     return str(host.check_output(FINGERPRINT))
 
 
-def failure_messages(stdout: str) -> list[str]:
-    """The messages of the failed tasks and loop items in ansible.posix.json output."""
-    report = json.loads(stdout[stdout.index("{") :])
+def failure_messages(report: dict[str, Any]) -> list[str]:
+    """The messages of the failed tasks and loop items in an ansible.posix.json report."""
     messages = []
     for play in report["plays"]:
         for task in play["tasks"]:
@@ -137,11 +136,12 @@ def test_bad_input_fails_early_and_names_the_variable(
     result = run_site(extra_vars, env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-2000:]
-    messages = failure_messages(result.stdout)
+    report = json_report(result.stdout)
+    messages = failure_messages(report)
     assert len(messages) == 1, messages
     assert re.search(rf"\b{variable}\b", messages[0]), messages[0]
     assert re.search(wrong, messages[0], re.IGNORECASE), messages[0]
-    stats = json.loads(result.stdout[result.stdout.index("{") :])["stats"]
+    stats = report["stats"]
     assert all(host_stats["changed"] == 0 for host_stats in stats.values()), stats
     secret_names = [n for n in hostvars if n.startswith("vault_") and ("password" in n or "secret" in n)]
     secrets = secret_forms(hostvars, secret_names)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import COLLECTIONS_PATH, ROOT
+from conftest import COLLECTIONS_PATH, ROOT, json_report
 
 WIRING = pathlib.PurePath("group_vars/all/00-stack.yml")
 
@@ -105,8 +105,7 @@ def test_site_settings_reach_both_sides(checkout: pathlib.Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout[result.stdout.index("{") :])
-    values = report["plays"][0]["tasks"][0]["hosts"]["mlflow1.example.internal"]["msg"]
+    values = json_report(result.stdout)["plays"][0]["tasks"][0]["hosts"]["mlflow1.example.internal"]["msg"]
     for tracking_side, other_side in pairs.items():
         assert str(values[tracking_side]) == str(values[other_side]), (tracking_side, other_side, values)
     assert str(values["mlflow_backend_port"]) == "5433"
