@@ -97,7 +97,7 @@ FINGERPRINT = (
     "/etc/systemd/system/minio.service /usr/local/bin/minio /usr/local/bin/mcli /root/.mcli/config.json "
     f"{PG_CONF_DIR}/*.conf {PG_CONF_DIR}/conf.d/*; "
     f"systemctl show -p MainPID --value {PG_UNIT} minio mlflow; "
-    "ls /opt/mlflow/venv/lib/python3*/site-packages | sha256sum"
+    "ls /opt/mlflow/venvs/ /opt/mlflow/venvs/*/lib/python3*/site-packages | sha256sum"
 )
 
 

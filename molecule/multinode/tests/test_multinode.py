@@ -34,7 +34,9 @@ from conftest import (
     ipv4_of,
     main_pid,
     record,
+    role_defaults,
     run_playbook,
+    run_site,
     wait_for,
 )
 
@@ -43,6 +45,9 @@ testinfra_hosts = ["mn-lb"]
 
 STORAGE = [f"mn-minio{i}" for i in range(1, 5)]
 TRACKING = ["mn-mlflow1", "mn-mlflow2"]
+PIN = str(role_defaults("mlflow")["mlflow_version"])
+# The release before the pin: the same alembic heads for both databases.
+SAME_SCHEMA = "3.17.1"
 # No request through the load balancer may take longer, even while a server stops.
 MAX_LATENCY = 2.0
 
@@ -97,7 +102,7 @@ GROUPS = groups_of_platforms()
 SERVICES = {
     "postgresql": ("mlflow_database", PG_UNIT, f"/usr/lib/postgresql/{PG_VERSION}/bin/postgres"),
     "minio": ("mlflow_storage", "minio", "/usr/local/bin/minio"),
-    "mlflow": ("mlflow_tracking", "mlflow", "/opt/mlflow/venv/bin/mlflow"),
+    "mlflow": ("mlflow_tracking", "mlflow", f"/opt/mlflow/venvs/{PIN}/bin/mlflow"),
     "haproxy": ("mlflow_loadbalancer", "haproxy", "/usr/sbin/haproxy"),
 }
 
@@ -222,5 +227,34 @@ def test_rolling_restart_fails_no_request(probe: Probe) -> None:
     record(
         f"rolling restart ({took:.0f} s): {len(probe.outcomes)} requests, {len(probe.failures)} failed,"
         f" {probe.during(('roll', 'rolled'))} during the roll, slowest {slowest:.2f} s"
+    )
+    check_with_lb_log(probe, ("roll", "rolled"), since)
+
+
+@pytest.mark.parametrize("version", [SAME_SCHEMA, PIN], ids=["to-previous", "upgrade-to-pin"])
+def test_version_change_without_schema_change_rolls_with_no_failed_request(
+    probe: Probe, stack: Stack, version: str
+) -> None:
+    """site.yml with a new mlflow_version whose schema is the running one's:
+    each server gets the version beside the old one, then they roll one at a
+    time through the load balancer, and a client sees no failed request."""
+    since = node("mn-lb").check_output("date '+%Y-%m-%d %H:%M:%S'")
+    probe.mark("roll")
+    result = run_site({"mlflow_version": version})
+    probe.mark("rolled")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "(no change)" in output, "the schema was not compared"
+    assert "migration needed" not in output
+    assert len(re.findall(r"TASK \[mlflow : Drain this server on the load balancers\]", output)) == 2
+    time.sleep(3)
+    probe.stop()
+    for name in TRACKING:
+        served = requests.get(f"http://{ipv4(name)}:{stack.tracking_port}/version", timeout=10).text.strip()
+        assert served == version, f"{name} serves {served}"
+    took = probe.marks["rolled"] - probe.marks["roll"]
+    record(
+        f"version change to {version} ({took:.0f} s): {len(probe.outcomes)} requests,"
+        f" {len(probe.failures)} failed, {probe.during(('roll', 'rolled'))} during the run"
     )
     check_with_lb_log(probe, ("roll", "rolled"), since)

@@ -1,0 +1,240 @@
+"""Day-2 operations on the upgraded stack: a pin pip cannot install, backup and
+restore (over data, refused without the flag, from a damaged backup, onto an
+empty stack), and garbage collection of deleted runs."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import shlex
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import testinfra.host
+from availability import Probe
+from botocore.client import BaseClient
+from conftest import Stack, record, role_defaults, run_playbook, run_site
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+BACKUP_DIR = str(role_defaults("mlflow_backup")["mlflow_backup_dir"])
+PIN = str(role_defaults("mlflow")["mlflow_version"])
+
+
+@pytest.fixture(scope="module")
+def client(hostvars: dict[str, Any], mlflow_url: str) -> Iterator[MlflowClient]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        patch.setenv("MLFLOW_TRACKING_PASSWORD", str(hostvars["vault_mlflow_admin_password"]))
+        yield MlflowClient(mlflow_url)
+
+
+def snapshot(client: MlflowClient, s3: BaseClient, bucket: str) -> dict[str, Any]:
+    """What a restore must bring back: experiments, runs with their data,
+    registered models with versions and aliases, and every object's ETag."""
+    experiments = client.search_experiments(view_type=ViewType.ALL)
+    runs = client.search_runs([e.experiment_id for e in experiments], run_view_type=ViewType.ALL)
+    models = client.search_registered_models()
+    objects = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {
+        "experiments": sorted((e.experiment_id, e.name, e.lifecycle_stage) for e in experiments),
+        "runs": sorted(
+            (r.info.run_id, r.info.lifecycle_stage, json.dumps(r.data.params), json.dumps(r.data.metrics))
+            for r in runs
+        ),
+        "models": sorted(
+            (
+                m.name,
+                json.dumps(m.aliases),
+                json.dumps(sorted(v.version for v in client.search_model_versions(f"name='{m.name}'"))),
+            )
+            for m in models
+        ),
+        "objects": sorted((o["Key"], o["ETag"]) for o in objects),
+    }
+
+
+def add_data(client: MlflowClient, tmp: pathlib.Path) -> dict[str, str]:
+    experiment = client.create_experiment(f"ops-{time.time_ns()}")
+    run = client.create_run(experiment)
+    client.log_param(run.info.run_id, "kind", "ops")
+    client.log_metric(run.info.run_id, "score", 0.5)
+    path = tmp / "table.csv"
+    path.write_text("a,b\n1,2\n")
+    client.log_artifact(run.info.run_id, str(path))
+    model = f"ops-model-{time.time_ns()}"
+    client.create_registered_model(model)
+    client.create_model_version(model, f"runs:/{run.info.run_id}/table.csv", run.info.run_id)
+    client.set_terminated(run.info.run_id)
+    return {"experiment": experiment, "run": run.info.run_id, "model": model}
+
+
+def backup_ids(host: testinfra.host.Host) -> list[str]:
+    listing = host.check_output(f"ls -1 {BACKUP_DIR}")
+    return sorted(name for name in listing.split() if re.match(r"^\d{8}T\d{6}Z", name))
+
+
+def take_backup(host: testinfra.host.Host) -> str:
+    before = set(backup_ids(host))
+    started = time.monotonic()
+    result = run_playbook("playbooks/backup.yml")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    (new,) = set(backup_ids(host)) - before
+    size = host.check_output(f"du -sb {BACKUP_DIR}/{new} | cut -f1")
+    record(f"backup {new}: playbooks/backup.yml {time.monotonic() - started:.0f} s, {size} bytes")
+    return new
+
+
+def restore(backup: str, *extra: str) -> tuple[int, str]:
+    extra_vars: dict[str, Any] = {"backup": backup}
+    for item in extra:
+        key, value = item.split("=", 1)
+        extra_vars[key] = value
+    started = time.monotonic()
+    result = run_playbook("playbooks/restore.yml", extra_vars)
+    record(
+        f"restore {backup} {' '.join(extra)}: {time.monotonic() - started:.0f} s (exit {result.returncode})"
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_a_pin_pip_cannot_install_fails_and_the_server_keeps_answering(
+    host: testinfra.host.Host, mlflow_url: str
+) -> None:
+    """MLflow 3.18.0 is on PyPI, but its mlflow-skinny 3.18.0 is not: pip fails."""
+    unit = host.file("/etc/systemd/system/mlflow.service").content_string
+    probe = Probe(f"{mlflow_url}/health", max_seconds=400).start()
+    try:
+        probe.mark("start")
+        result = run_site({"mlflow_version": "3.18.0"})
+        probe.mark("end")
+    finally:
+        probe.stop()
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "Install MLflow and its drivers" in output
+    probe.check(("start", "end"), max_latency=2.0)
+    assert host.file("/etc/systemd/system/mlflow.service").content_string == unit
+    assert host.service("mlflow").is_running
+
+
+def test_backup_has_a_manifest_written_last_with_checksums(host: testinfra.host.Host) -> None:
+    backup = take_backup(host)
+    manifest = json.loads(host.check_output(f"cat {BACKUP_DIR}/{backup}/manifest.json"))
+    assert manifest["versions"]["mlflow"] == PIN
+    assert set(manifest["databases"]) == {"tracking", "auth"}
+    assert all(db["revision"] for db in manifest["databases"].values())
+    assert manifest["artifacts"]["objects"] > 0
+    assert manifest["files"]["tracking.dump"]["sha256"]
+    # Every file is in the manifest, and the directory is root's alone.
+    files = host.check_output(f"cd {BACKUP_DIR}/{backup} && find . -type f ! -name manifest.json | wc -l")
+    assert int(files) == len(manifest["files"])
+    assert host.file(f"{BACKUP_DIR}/{backup}").mode == 0o700
+    assert host.file("/etc/mlflow-backup/backup.json").mode == 0o600
+
+
+def test_restore_brings_back_what_was_deleted_and_refuses_without_the_flag(
+    host: testinfra.host.Host, client: MlflowClient, s3: BaseClient, stack: Stack, tmp_path: pathlib.Path
+) -> None:
+    added = add_data(client, tmp_path)
+    before = snapshot(client, s3, stack.bucket)
+    backup = take_backup(host)
+    client.delete_experiment(added["experiment"])
+    client.delete_registered_model(added["model"])
+    for key, _ in before["objects"][:3]:
+        s3.delete_object(Bucket=stack.bucket, Key=key)
+    damaged = snapshot(client, s3, stack.bucket)
+    assert damaged != before
+
+    rc, output = restore(backup)
+    assert rc != 0
+    assert "restore_overwrite=true" in output
+    assert snapshot(client, s3, stack.bucket) == damaged, "a refused restore changed something"
+
+    rc, output = restore(backup, "restore_overwrite=true")
+    assert rc == 0, output[-3000:]
+    assert snapshot(client, s3, stack.bucket) == before
+
+
+def test_a_damaged_backup_is_refused_before_anything_changes(
+    host: testinfra.host.Host, client: MlflowClient, s3: BaseClient, stack: Stack
+) -> None:
+    latest = backup_ids(host)[-1]
+    damaged = f"{latest[:16]}-damaged"
+    artifact = host.check_output(f"cd {BACKUP_DIR}/{latest} && find artifacts -type f | head -n1")
+    host.check_output(f"cp -a {BACKUP_DIR}/{latest} {BACKUP_DIR}/{damaged}")
+    try:
+        host.check_output(f"printf x >> {shlex.quote(f'{BACKUP_DIR}/{damaged}/{artifact}')}")
+        before = snapshot(client, s3, stack.bucket)
+        rc, output = restore(damaged, "restore_overwrite=true")
+        assert rc != 0
+        assert "is damaged" in output
+        assert artifact in output
+        assert snapshot(client, s3, stack.bucket) == before
+    finally:
+        host.check_output(f"rm -rf {BACKUP_DIR}/{damaged}")
+
+
+def test_restore_onto_an_empty_stack(
+    host: testinfra.host.Host, client: MlflowClient, s3: BaseClient, stack: Stack, hostvars: dict[str, Any]
+) -> None:
+    """Disaster recovery: the databases and the bucket are gone (recreated empty,
+    as a fresh install leaves them), and a restore needs no overwrite flag."""
+    backup = backup_ids(host)[-1]
+    before = snapshot(client, s3, stack.bucket)
+    auth_database = hostvars["mlflow_stack_auth_database"]
+    host.check_output("systemctl stop mlflow")
+    for database in (stack.database, auth_database):
+        host.check_output(f"sudo -u postgres dropdb --force {database}")
+        host.check_output(f"sudo -u postgres createdb -O {stack.database_user} {database}")
+    for key, _ in before["objects"]:
+        s3.delete_object(Bucket=stack.bucket, Key=key)
+    host.check_output("systemctl start mlflow")
+    # A fresh install: the server created its schema and the Default experiment.
+    result = run_site({})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert len(client.search_experiments()) == 1
+
+    rc, output = restore(backup)
+    assert rc == 0, output[-3000:]
+    assert snapshot(client, s3, stack.bucket) == before
+
+
+def test_gc_purges_runs_deleted_long_ago_and_keeps_the_others(
+    host: testinfra.host.Host, client: MlflowClient, s3: BaseClient, stack: Stack, tmp_path: pathlib.Path
+) -> None:
+    assert host.service("mlflow-gc.timer").is_enabled
+    assert host.service("mlflow-backup.timer").is_enabled
+    experiment = client.create_experiment(f"gc-{time.time_ns()}")
+    runs = {}
+    for name in ("live", "old", "recent"):
+        run = client.create_run(experiment, run_name=name)
+        path = tmp_path / f"{name}.txt"
+        path.write_text(name)
+        client.log_artifact(run.info.run_id, str(path))
+        runs[name] = run.info.run_id
+    client.delete_run(runs["old"])
+    client.delete_run(runs["recent"])
+    # Deleted two hours ago, beyond mlflow_gc_older_than (1h); "recent" just now.
+    psql = f"sudo -u postgres psql -tA -d {stack.database} -c"
+    host.check_output(
+        f"{psql} \"UPDATE runs SET deleted_time = deleted_time - 7200000 WHERE run_uuid = '{runs['old']}'\""  # noqa: S608
+    )
+
+    def objects(run_id: str) -> list[str]:
+        listing = s3.list_objects_v2(Bucket=stack.bucket).get("Contents", [])
+        return [o["Key"] for o in listing if run_id in o["Key"]]
+
+    assert all(objects(run_id) for run_id in runs.values())
+    host.check_output("systemctl start mlflow-gc.service")
+    journal = host.check_output("journalctl -u mlflow-gc.service --no-pager -o cat")
+    count = f"{psql} \"SELECT count(*) FROM runs WHERE run_uuid = '%s'\""  # noqa: S608
+    assert host.check_output(count % runs["old"]) == "0", journal[-2000:]
+    assert objects(runs["old"]) == [], journal[-2000:]
+    for kept in ("live", "recent"):
+        assert host.check_output(count % runs[kept]) == "1"
+        assert objects(runs[kept])
+    assert client.get_run(runs["live"]).info.lifecycle_stage == "active"
