@@ -16,7 +16,7 @@ import pytest
 import testinfra.host
 from availability import Probe
 from botocore.client import BaseClient
-from conftest import Stack, record, role_defaults, run_playbook, run_site
+from conftest import Stack, answers, record, role_defaults, run_playbook, run_site, wait_for
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
@@ -179,7 +179,12 @@ def test_a_damaged_backup_is_refused_before_anything_changes(
 
 
 def test_restore_onto_an_empty_stack(
-    host: testinfra.host.Host, client: MlflowClient, s3: BaseClient, stack: Stack, hostvars: dict[str, Any]
+    host: testinfra.host.Host,
+    client: MlflowClient,
+    s3: BaseClient,
+    stack: Stack,
+    hostvars: dict[str, Any],
+    mlflow_url: str,
 ) -> None:
     """Disaster recovery: the databases and the bucket are gone (recreated empty,
     as a fresh install leaves them), and a restore needs no overwrite flag."""
@@ -193,9 +198,9 @@ def test_restore_onto_an_empty_stack(
     for key, _ in before["objects"]:
         s3.delete_object(Bucket=stack.bucket, Key=key)
     host.check_output("systemctl start mlflow")
-    # A fresh install: the server created its schema and the Default experiment.
-    result = run_site({})
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    # As a fresh install leaves them: the server creates both schemas, the
+    # admin and the Default experiment.
+    wait_for(lambda: answers(f"{mlflow_url}/health"), 120)
     assert len(client.search_experiments()) == 1
 
     rc, output = restore(backup)
