@@ -16,6 +16,8 @@ SECRET_FILES = {
     "/etc/mlflow/mlflow.env": ("root", "root", 0o600),
     "/etc/default/minio": ("root", "root", 0o600),
     "/root/.mcli/config.json": ("root", "root", 0o600),
+    # MLflow's S3 keys, for the backup script.
+    "/etc/mlflow-backup/backup.json": ("root", "root", 0o600),
 }
 
 
