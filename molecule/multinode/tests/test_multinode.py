@@ -1,8 +1,10 @@
 """The multi-host topology: PostgreSQL on one host, MinIO distributed over four,
 two tracking servers behind HAProxy, every shared port and name off its default.
 Each service runs exactly where its group says. Clients go through the load
-balancer and see no failed request when a tracking server stops, when a MinIO
-node stops, or while playbooks/rolling-tracking.yml restarts the tracking tier."""
+balancer and see no failed request while site.yml upgrades the tracking tier
+(molecule.yml converges the release before the pin), when a tracking server
+stops, when a MinIO node stops, or while playbooks/rolling-tracking.yml
+restarts the tracking tier."""
 
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ testinfra_hosts = ["mn-lb"]
 STORAGE = [f"mn-minio{i}" for i in range(1, 5)]
 TRACKING = ["mn-mlflow1", "mn-mlflow2"]
 PIN = str(role_defaults("mlflow")["mlflow_version"])
-# The release before the pin: the same alembic heads for both databases.
+# The release before the pin, which molecule.yml converges: the same alembic
+# heads for both databases.
 SAME_SCHEMA = "3.17.1"
 # No request through the load balancer may take longer, even while a server stops.
 MAX_LATENCY = 2.0
@@ -105,6 +108,40 @@ SERVICES = {
     "mlflow": ("mlflow_tracking", "mlflow", f"/opt/mlflow/venvs/{PIN}/bin/mlflow"),
     "haproxy": ("mlflow_loadbalancer", "haproxy", "/usr/sbin/haproxy"),
 }
+
+
+def test_00_upgrade_without_schema_change_rolls_with_no_failed_request(probe: Probe, stack: Stack) -> None:
+    """Molecule converged the release before the pin (same schema); site.yml with
+    the pin installs it beside the old one on each server, then the servers roll
+    one at a time through the load balancer, and a client sees no failed request.
+    It runs first: every later test expects the pin."""
+    before = {
+        name: requests.get(f"http://{ipv4(name)}:{stack.tracking_port}/version", timeout=10).text.strip()
+        for name in TRACKING
+    }
+    assert set(before.values()) == {SAME_SCHEMA}, before
+    since = node("mn-lb").check_output("date '+%Y-%m-%d %H:%M:%S'")
+    probe.mark("roll")
+    result = run_site({})
+    probe.mark("rolled")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "(no change)" in output, "the schema was not compared"
+    assert "migration needed" not in output
+    assert len(re.findall(r"TASK \[mlflow : Drain this server on the load balancers\]", output)) == 2
+    time.sleep(3)
+    probe.stop()
+    for name in TRACKING:
+        served = requests.get(f"http://{ipv4(name)}:{stack.tracking_port}/version", timeout=10).text.strip()
+        assert served == PIN, f"{name} serves {served}"
+        # The old venv stays, to go back to (mlflow_venvs_keep).
+        assert node(name).file(f"/opt/mlflow/venvs/{SAME_SCHEMA}/bin/mlflow").exists, name
+    took = probe.marks["rolled"] - probe.marks["roll"]
+    record(
+        f"upgrade {SAME_SCHEMA} -> {PIN} ({took:.0f} s): {len(probe.outcomes)} requests,"
+        f" {len(probe.failures)} failed, {probe.during(('roll', 'rolled'))} during the run"
+    )
+    check_with_lb_log(probe, ("roll", "rolled"), since)
 
 
 @pytest.mark.parametrize(("name", "service"), [(n, s) for n in GROUPS for s in SERVICES])
@@ -227,34 +264,5 @@ def test_rolling_restart_fails_no_request(probe: Probe) -> None:
     record(
         f"rolling restart ({took:.0f} s): {len(probe.outcomes)} requests, {len(probe.failures)} failed,"
         f" {probe.during(('roll', 'rolled'))} during the roll, slowest {slowest:.2f} s"
-    )
-    check_with_lb_log(probe, ("roll", "rolled"), since)
-
-
-@pytest.mark.parametrize("version", [SAME_SCHEMA, PIN], ids=["to-previous", "upgrade-to-pin"])
-def test_version_change_without_schema_change_rolls_with_no_failed_request(
-    probe: Probe, stack: Stack, version: str
-) -> None:
-    """site.yml with a new mlflow_version whose schema is the running one's:
-    each server gets the version beside the old one, then they roll one at a
-    time through the load balancer, and a client sees no failed request."""
-    since = node("mn-lb").check_output("date '+%Y-%m-%d %H:%M:%S'")
-    probe.mark("roll")
-    result = run_site({"mlflow_version": version})
-    probe.mark("rolled")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert "(no change)" in output, "the schema was not compared"
-    assert "migration needed" not in output
-    assert len(re.findall(r"TASK \[mlflow : Drain this server on the load balancers\]", output)) == 2
-    time.sleep(3)
-    probe.stop()
-    for name in TRACKING:
-        served = requests.get(f"http://{ipv4(name)}:{stack.tracking_port}/version", timeout=10).text.strip()
-        assert served == version, f"{name} serves {served}"
-    took = probe.marks["rolled"] - probe.marks["roll"]
-    record(
-        f"version change to {version} ({took:.0f} s): {len(probe.outcomes)} requests,"
-        f" {len(probe.failures)} failed, {probe.during(('roll', 'rolled'))} during the run"
     )
     check_with_lb_log(probe, ("roll", "rolled"), since)
