@@ -112,34 +112,43 @@ def test_no_auth_secret_in_readable_files_arguments_or_the_journal(
     assert host.file("/etc/mlflow/mlflow.env").mode == 0o600
 
 
-@pytest.mark.parametrize("verbosity", [[], ["-v"]], ids=["default", "-v"])
-def test_admin_password_rotation_leaks_nothing(
+def rotate(
     host: testinfra.host.Host,
+    extra_vars: dict[str, Any],
     verbosity: list[str],
     mlflow_url: str,
-    admin: tuple[str, str],
-    secrets: list[str],
+    new: tuple[str, str],
+    old: tuple[str, str],
+    watched: list[str],
+) -> None:
+    """One site.yml run that changes the admin password from `old` to `new`."""
+    current = f"{mlflow_url}/api/2.0/mlflow/users/current"
+    with sampled_process_arguments(host) as samples:
+        result = run_site(extra_vars, *verbosity)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Set the admin password" in output
+    assert requests.get(current, auth=new, timeout=10).status_code == 200
+    assert requests.get(current, auth=old, timeout=10).status_code == 401
+    assert_clean(output, watched, f"ansible-playbook {' '.join(verbosity)} output")
+    assert "set_admin_password.py" in samples[0], "the ps sampler missed the password helper"
+    assert_clean(samples[0], watched, "ps during the rotation")
+    assert_clean(host.check_output("journalctl --no-pager -o cat"), watched, "the journal")
+
+
+def test_admin_password_rotation_leaks_nothing(
+    host: testinfra.host.Host, mlflow_url: str, admin: tuple[str, str], secrets: list[str]
 ) -> None:
     """A new admin password in vault is written to the auth database by the next
     run (MLflow itself never does), and neither password shows in Ansible's
-    output, the journal or any command line while that happens."""
-    new_password = f"{admin[1]}-rotated-{len(verbosity)}"
-    current = f"{mlflow_url}/api/2.0/mlflow/users/current"
-    watched = [*secrets, new_password]
+    output, the journal or any command line while that happens: rotated to a new
+    password at default verbosity, then back to the vault's at -v."""
+    rotated = (admin[0], f"{admin[1]}-rotated")
+    watched = [*secrets, rotated[1]]
     try:
-        with sampled_process_arguments(host) as samples:
-            result = run_site({"vault_mlflow_admin_password": new_password}, *verbosity)
-        output = result.stdout + result.stderr
-        assert result.returncode == 0, output[-3000:]
-        assert "Set the admin password" in output
-        assert requests.get(current, auth=(admin[0], new_password), timeout=10).status_code == 200
-        assert requests.get(current, auth=admin, timeout=10).status_code == 401
-        where = f"ansible-playbook {' '.join(verbosity)} output"
-        assert_clean(output, watched, where)
-        assert "set_admin_password.py" in samples[0], "the ps sampler missed the password helper"
-        assert_clean(samples[0], watched, "ps during the rotation")
-        assert_clean(host.check_output("journalctl --no-pager -o cat"), watched, "the journal")
-    finally:
-        result = run_site({})
-        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert requests.get(current, auth=admin, timeout=10).status_code == 200
+        rotate(host, {"vault_mlflow_admin_password": rotated[1]}, [], mlflow_url, rotated, admin, watched)
+        rotate(host, {}, ["-v"], mlflow_url, admin, rotated, watched)
+    except BaseException:
+        # Later tests log in with the vault's password.
+        run_site({})
+        raise
