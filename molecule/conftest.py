@@ -188,6 +188,18 @@ def lab_ca() -> str | None:
     return f"{pki}/ca.crt" if pki else None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def trust_the_lab_ca() -> Iterator[None]:
+    """Where MinIO serves TLS, MLflow's client downloads artifacts from presigned
+    MinIO URLs: every test's client trusts the lab CA, as a user's would. (Session
+    scope: module fixtures, such as the auth scenario's upgrade, use the client.)"""
+    pki = os.environ.get("MLFLOW_STACK_PKI")
+    with pytest.MonkeyPatch.context() as patch:
+        if pki:
+            patch.setenv("REQUESTS_CA_BUNDLE", f"{pki}/ca.crt")
+        yield
+
+
 @pytest.fixture(scope="module")
 def s3_url(address: str, lab_ca: str | None, stack: Stack) -> str:
     scheme = "https" if lab_ca else "http"

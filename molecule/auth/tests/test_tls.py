@@ -1,6 +1,7 @@
 """MinIO over TLS with a certificate from variables, signed by the lab CA:
 MinIO serves only HTTPS, its client on the host and MLflow trust the CA, and a
-client that trusts it runs the whole MLflow flow and reads the bucket."""
+client that trusts it runs the whole MLflow flow and reads the bucket. (On the
+auth scenario's host: the MLflow client logs in as the admin.)"""
 
 from __future__ import annotations
 
@@ -31,7 +32,11 @@ def test_served_certificate_is_the_one_from_the_variables(
     assert host.file("/etc/minio/certs/private.key").mode == 0o640
 
 
-def test_a_client_without_the_ca_refuses_the_connection(address: str, stack: Stack) -> None:
+def test_a_client_without_the_ca_refuses_the_connection(
+    monkeypatch: pytest.MonkeyPatch, address: str, stack: Stack
+) -> None:
+    # requests' own CA bundle, not the lab CA conftest makes every test trust.
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(f"https://{address}:{stack.s3_port}/minio/health/live", timeout=10)
 
@@ -62,12 +67,19 @@ def test_the_minio_client_on_the_host_speaks_https(host: testinfra.host.Host) ->
 
 
 def test_mlflow_client_flow_over_tls(
-    monkeypatch: pytest.MonkeyPatch, mlflow_url: str, s3: BaseClient, stack: Stack, lab_ca: str | None
+    monkeypatch: pytest.MonkeyPatch,
+    mlflow_url: str,
+    s3: BaseClient,
+    stack: Stack,
+    lab_ca: str | None,
+    hostvars: dict[str, str],
 ) -> None:
     """Proxied artifacts: MLflow writes to MinIO over HTTPS, verifying the CA. The
     client downloads through presigned MinIO URLs, so it trusts the CA too."""
     assert lab_ca
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", lab_ca)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", hostvars["vault_mlflow_admin_password"])
     check_client_flow(mlflow_url, s3, stack.bucket)
 
 
