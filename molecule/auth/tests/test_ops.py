@@ -1,6 +1,7 @@
 """Day-2 operations on the upgraded stack: a pin pip cannot install, backup and
 restore (over data, refused without the flag, from a damaged backup, onto an
-empty stack), and garbage collection of deleted runs."""
+empty stack from the off-host copy alone), and garbage collection of deleted
+runs."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 import testinfra.host
 from availability import Probe
 from botocore.client import BaseClient
-from conftest import Stack, answers, record, role_defaults, run_playbook, run_site, wait_for
+from conftest import Stack, answers, record, role_defaults, run_playbook, run_site, s3_client, wait_for
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
@@ -30,6 +31,24 @@ def client(hostvars: dict[str, Any], mlflow_url: str) -> Iterator[MlflowClient]:
         patch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
         patch.setenv("MLFLOW_TRACKING_PASSWORD", str(hostvars["vault_mlflow_admin_password"]))
         yield MlflowClient(mlflow_url)
+
+
+@pytest.fixture(scope="module")
+def offsite(s3_url: str, hostvars: dict[str, Any], lab_ca: str | None) -> BaseClient:
+    """The off-host copy's bucket, with its own keys (host_vars: offsite.yml)."""
+    return s3_client(
+        s3_url,
+        str(hostvars["mlflow_backup_target_access_key"]),
+        str(hostvars["vault_backup_target_secret_key"]),
+        lab_ca,
+    )
+
+
+def copied(offsite: BaseClient, hostvars: dict[str, Any], backup: str) -> list[str]:
+    """The keys of a backup's off-host copy."""
+    prefix = f"{hostvars['mlflow_backup_target_prefix']}/{backup}/"
+    listing = offsite.list_objects_v2(Bucket=hostvars["mlflow_backup_target_bucket"], Prefix=prefix)
+    return [item["Key"].removeprefix(prefix) for item in listing.get("Contents", [])]
 
 
 def snapshot(client: MlflowClient, s3: BaseClient, bucket: str) -> dict[str, Any]:
@@ -121,7 +140,9 @@ def test_a_pin_pip_cannot_install_fails_and_the_server_keeps_answering(
     assert host.service("mlflow").is_running
 
 
-def test_backup_has_a_manifest_written_last_with_checksums(host: testinfra.host.Host) -> None:
+def test_backup_has_a_manifest_written_last_with_checksums(
+    host: testinfra.host.Host, offsite: BaseClient, hostvars: dict[str, Any]
+) -> None:
     backup = take_backup(host)
     manifest = json.loads(host.check_output(f"cat {BACKUP_DIR}/{backup}/manifest.json"))
     assert manifest["versions"]["mlflow"] == PIN
@@ -134,6 +155,8 @@ def test_backup_has_a_manifest_written_last_with_checksums(host: testinfra.host.
     assert int(files) == len(manifest["files"])
     assert host.file(f"{BACKUP_DIR}/{backup}").mode == 0o700
     assert host.file("/etc/mlflow-backup/backup.json").mode == 0o600
+    # The off-host copy holds the same files and the manifest.
+    assert sorted(copied(offsite, hostvars, backup)) == sorted([*manifest["files"], "manifest.json"])
 
 
 def test_restore_brings_back_what_was_deleted_and_refuses_without_the_flag(
@@ -186,8 +209,10 @@ def test_restore_onto_an_empty_stack(
     hostvars: dict[str, Any],
     mlflow_url: str,
 ) -> None:
-    """Disaster recovery: the databases and the bucket are gone (recreated empty,
-    as a fresh install leaves them), and a restore needs no overwrite flag."""
+    """Disaster recovery: the databases, the bucket and the backup host's own
+    backups are gone (the databases recreated empty, as a fresh install leaves
+    them). The restore fetches the backup from the off-host copy, and needs no
+    overwrite flag."""
     backup = backup_ids(host)[-1]
     before = snapshot(client, s3, stack.bucket)
     auth_database = hostvars["mlflow_stack_auth_database"]
@@ -197,6 +222,7 @@ def test_restore_onto_an_empty_stack(
         host.check_output(f"sudo -u postgres createdb -O {stack.database_user} {database}")
     for key, _ in before["objects"]:
         s3.delete_object(Bucket=stack.bucket, Key=key)
+    host.check_output(f"rm -rf {BACKUP_DIR}/*")
     host.check_output("systemctl start mlflow")
     # As a fresh install leaves them: the server creates both schemas, the
     # admin and the Default experiment.
@@ -206,6 +232,7 @@ def test_restore_onto_an_empty_stack(
     rc, output = restore(backup)
     assert rc == 0, output[-3000:]
     assert snapshot(client, s3, stack.bucket) == before
+    assert backup_ids(host) == [backup], "the backup was not fetched from the off-host copy"
 
 
 def test_gc_purges_runs_deleted_long_ago_and_keeps_the_others(

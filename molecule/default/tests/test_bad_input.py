@@ -91,6 +91,16 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("postgresql_hba_clients", "not an IP address or CIDR", {"postgresql_hba_clients": ["not-an-ip"]}),
     ("postgresql_mlflow_user", "must not be postgres", {"postgresql_mlflow_user": "postgres"}),
     ("postgresql_version", "13 or newer", {"postgresql_version": "9"}),
+    (
+        "mlflow_backup_target_bucket",
+        "other than the artifact bucket",
+        {
+            "mlflow_backup_target_bucket": "{{ mlflow_stack_bucket }}",
+            "mlflow_backup_target_endpoint_url": "{{ mlflow_s3_endpoint_url }}",
+            "mlflow_backup_target_access_key": "backup-user",
+            "mlflow_backup_target_secret_key": "backup-secret-key",
+        },
+    ),
     # The wiring's own values are checked before the roles they feed.
     ("mlflow_stack_s3_port", "1-65535", {"mlflow_stack_s3_port": 70000}),
     ("mlflow_stack_database", "SQL identifier", {"mlflow_stack_database": "Bad-Name"}),

@@ -5,7 +5,8 @@ Runs as root on a database host, with Debian's python3-boto3, from the
 playbooks (backup.yml, restore.yml) and from mlflow-backup.timer alike:
 
   mlflow-stack-backup [--config FILE] backup [--mlflow-version V] [--label L]
-  mlflow-stack-backup [--config FILE] verify ID     checks the manifest and every checksum
+  mlflow-stack-backup [--config FILE] verify [--no-fetch] ID
+                                                    checks the manifest and every checksum
   mlflow-stack-backup [--config FILE] status        does the stack hold data?
   mlflow-stack-backup [--config FILE] restore ID    databases and bucket as in the backup
 
@@ -13,6 +14,10 @@ A backup is one directory, BACKUP_DIR/<UTC timestamp>[-label], holding
 tracking.dump (and auth.dump; pg_dump -Fc, taken as postgres), artifacts/ (a
 copy of every object of the bucket), and manifest.json, written last: a
 directory without a manifest is an incomplete backup and is never restored.
+With a target bucket in the config (an off-host copy, on another S3 endpoint
+or bucket), each complete backup is uploaded to <prefix>/<id>/ there, manifest
+last, and the same number is kept there; verify and restore fetch a backup from
+it when BACKUP_DIR does not hold it.
 The S3 keys come from the root-only config file, never from a command line.
 Every command prints one JSON object on stdout.
 """
@@ -92,10 +97,14 @@ def revision(config: dict[str, Any], key: str, database: str) -> str | None:
 
 
 def s3_client(config: dict[str, Any]) -> BaseClient:
+    """A client of the artifact store."""
+    return client_for(config["s3"])
+
+
+def client_for(s3: dict[str, Any]) -> BaseClient:
     import boto3  # Debian's python3-boto3
     from botocore.config import Config
 
-    s3 = config["s3"]
     return boto3.client(
         "s3",
         endpoint_url=s3["endpoint_url"],
@@ -107,9 +116,9 @@ def s3_client(config: dict[str, Any]) -> BaseClient:
     )
 
 
-def list_objects(client: BaseClient, bucket: str) -> dict[str, int]:
+def list_objects(client: BaseClient, bucket: str, prefix: str = "") -> dict[str, int]:
     objects: dict[str, int] = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             objects[item["Key"]] = int(item["Size"])
     return objects
@@ -139,6 +148,79 @@ def prune(base: Path, keep: int, current: Path) -> list[str]:
     for path in doomed:
         shutil.rmtree(path)
     return sorted(p.name for p in doomed)
+
+
+class Target:
+    """The off-host copy: a bucket (and a prefix in it) on an S3 endpoint."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.client = client_for(settings)
+        self.bucket = str(settings["bucket"])
+        self.prefix = str(settings.get("prefix", "")).strip("/")
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> Target | None:
+        settings = config.get("target") or {}
+        return cls(settings) if settings.get("bucket") else None
+
+    def key(self, backup_id: str, name: str = "") -> str:
+        return "/".join(part for part in (self.prefix, backup_id, name) if part)
+
+    def url(self, backup_id: str = "") -> str:
+        return f"s3://{self.bucket}/{self.key(backup_id)}"
+
+    def backups(self) -> dict[str, list[str]]:
+        """Each backup's keys, by id."""
+        found: dict[str, list[str]] = {}
+        start = f"{self.prefix}/" if self.prefix else ""
+        for key in list_objects(self.client, self.bucket, start):
+            backup_id = key[len(start) :].split("/", 1)[0]
+            if ID_PATTERN.match(backup_id):
+                found.setdefault(backup_id, []).append(key)
+        return found
+
+    def upload(self, source: Path, keep: int) -> dict[str, Any]:
+        """Every file of a complete backup, the manifest last; then keeps the
+        newest `keep` complete backups there and removes incomplete ones."""
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.name != MANIFEST)
+        for path in [*files, source / MANIFEST]:
+            self.client.upload_file(
+                str(path), self.bucket, self.key(source.name, str(path.relative_to(source)))
+            )
+        present = self.backups()
+        complete = sorted(i for i, keys in present.items() if self.key(i, MANIFEST) in keys)
+        doomed = complete[: max(0, len(complete) - keep)]
+        doomed += [i for i in present if i not in complete and i != source.name]
+        stale = sorted(key for i in doomed for key in present[i])
+        for start in range(0, len(stale), 1000):
+            chunk = [{"Key": key} for key in stale[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+        return {"url": self.url(source.name), "objects": len(files) + 1, "removed": sorted(doomed)}
+
+    def fetch(self, backup_id: str, into: Path) -> None:
+        """Downloads a backup the manifest lists, the manifest last."""
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(backup_id, MANIFEST))[
+                "Body"
+            ].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise BackupError(f"no backup {backup_id} in {into.parent} nor in {self.url()}") from error
+            raise
+        manifest = json.loads(body)
+        names = list(manifest.get("files", {}))
+        if any(Path(name).is_absolute() or ".." in Path(name).parts for name in names):
+            raise BackupError(f"{self.url(backup_id)}: the manifest names a file outside the backup")
+        if into.exists():
+            shutil.rmtree(into)
+        for name in names:
+            path = into / name
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.client.download_file(self.bucket, self.key(backup_id, name), str(path))
+        into.mkdir(mode=0o700, exist_ok=True)
+        (into / MANIFEST).write_bytes(body)
 
 
 def backup(config: dict[str, Any], mlflow_version: str, label: str) -> dict[str, Any]:
@@ -192,23 +274,54 @@ def backup(config: dict[str, Any], mlflow_version: str, label: str) -> dict[str,
     partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     partial.rename(target / MANIFEST)
     removed = prune(base, int(config["keep"]), target)
-    return {
+    result = {
         "id": name,
         "path": str(target),
         "bytes": manifest["bytes"],
         "objects": len(objects),
         "seconds": manifest["seconds"],
         "removed": removed,
+        "copy": None,
     }
+    offsite = Target.of(config)
+    if offsite:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            result["copy"] = offsite.upload(target, int(config["keep"]))
+        except (BotoCoreError, ClientError) as error:
+            raise BackupError(
+                f"backup {name} is complete in {base}, but its copy to {offsite.url()} failed: {error}"
+            ) from error
+        result["seconds"] = round(time.monotonic() - started, 1)
+    return result
 
 
-def verify(config: dict[str, Any], backup_id: str) -> dict[str, Any]:
+def verify(config: dict[str, Any], backup_id: str, fetch: bool = True) -> dict[str, Any]:
     if not ID_PATTERN.match(backup_id):
         raise BackupError(f"backup id {backup_id!r} is not a backup name such as 20261123T101500Z")
     target = Path(config["dir"]) / backup_id
     manifest_path = target / MANIFEST
+    offsite = Target.of(config)
+    fetched = False
+    if not manifest_path.is_file() and offsite and fetch:
+        offsite.fetch(backup_id, target)
+        fetched = True
     if not manifest_path.is_file():
         raise BackupError(f"{target} has no {MANIFEST}: no such backup, or an incomplete one")
+    try:
+        manifest = check(config, backup_id, target)
+    except BackupError:
+        if fetched:
+            # A damaged copy is not left behind as if it were a local backup.
+            shutil.rmtree(target)
+        raise
+    return {"id": backup_id, "ok": True, "fetched": fetched, "manifest": manifest}
+
+
+def check(config: dict[str, Any], backup_id: str, target: Path) -> dict[str, Any]:
+    """The manifest of a backup directory, once every checksum matches it."""
+    manifest_path = target / MANIFEST
     manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT:
         raise BackupError(f"{manifest_path}: unknown format {manifest.get('format')!r}")
@@ -228,7 +341,7 @@ def verify(config: dict[str, Any], backup_id: str) -> dict[str, Any]:
     for key in databases(config):
         if key not in manifest["databases"]:
             raise BackupError(f"backup {backup_id} has no {key} database, which this stack has")
-    return {"id": backup_id, "ok": True, "manifest": manifest}
+    return manifest
 
 
 def status(config: dict[str, Any]) -> dict[str, Any]:
@@ -287,8 +400,11 @@ def main() -> None:
     run.add_argument("--mlflow-version", default="")
     run.add_argument("--label", default="", type=lambda s: re.sub(r"[^a-z0-9-]", "-", s.lower()))
     commands.add_parser("status")
-    for name in ("verify", "restore"):
-        commands.add_parser(name).add_argument("id")
+    commands.add_parser("verify").add_argument("id")
+    commands.choices["verify"].add_argument(
+        "--no-fetch", action="store_true", help="only a local backup (check mode changes nothing)"
+    )
+    commands.add_parser("restore").add_argument("id")
     args = parser.parse_args()
     config = load_config(args.config)
     os.umask(0o077)
@@ -296,7 +412,7 @@ def main() -> None:
         if args.command == "backup":
             result = backup(config, args.mlflow_version, args.label)
         elif args.command == "verify":
-            result = verify(config, args.id)
+            result = verify(config, args.id, fetch=not args.no_fetch)
             result.pop("manifest")
         elif args.command == "status":
             result = status(config)
