@@ -281,14 +281,14 @@ def backup(config: dict[str, Any], mlflow_version: str, label: str) -> dict[str,
         "objects": len(objects),
         "seconds": manifest["seconds"],
         "removed": removed,
-        "copy": None,
+        "offsite": None,
     }
     offsite = Target.of(config)
     if offsite:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            result["copy"] = offsite.upload(target, int(config["keep"]))
+            result["offsite"] = offsite.upload(target, int(config["keep"]))
         except (BotoCoreError, ClientError) as error:
             raise BackupError(
                 f"backup {name} is complete in {base}, but its copy to {offsite.url()} failed: {error}"
