@@ -305,7 +305,12 @@ def verify(config: dict[str, Any], backup_id: str, fetch: bool = True) -> dict[s
     offsite = Target.of(config)
     fetched = False
     if not manifest_path.is_file() and offsite and fetch:
-        offsite.fetch(backup_id, target)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            offsite.fetch(backup_id, target)
+        except (BotoCoreError, ClientError) as error:
+            raise BackupError(f"fetching backup {backup_id} from {offsite.url()} failed: {error}") from error
         fetched = True
     if not manifest_path.is_file():
         raise BackupError(f"{target} has no {MANIFEST}: no such backup, or an incomplete one")
