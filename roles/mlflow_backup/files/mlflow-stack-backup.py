@@ -139,15 +139,23 @@ def backups(base: Path) -> list[Path]:
     return sorted(p for p in base.iterdir() if p.is_dir() and ID_PATTERN.match(p.name))
 
 
+def doomed(names: list[str], complete: set[str], keep: int, current: str) -> list[str]:
+    """Of the backups `names` (UTC timestamps, so they sort oldest first): the
+    complete ones beyond the newest `keep`, and the incomplete ones (no
+    manifest) other than `current`, the one being written."""
+    done = sorted(name for name in names if name in complete)
+    return sorted(done[: max(0, len(done) - keep)] + [n for n in names if n not in complete and n != current])
+
+
 def prune(base: Path, keep: int, current: Path) -> list[str]:
-    """Keeps the newest `keep` complete backups; removes older complete ones and
-    incomplete ones (no manifest) other than the one being written."""
-    complete = [p for p in backups(base) if (p / MANIFEST).is_file()]
-    doomed = complete[: max(0, len(complete) - keep)]
-    doomed += [p for p in backups(base) if not (p / MANIFEST).is_file() and p != current]
-    for path in doomed:
-        shutil.rmtree(path)
-    return sorted(p.name for p in doomed)
+    """Removes what `doomed` names in the backup directory."""
+    present = backups(base)
+    names = doomed(
+        [p.name for p in present], {p.name for p in present if (p / MANIFEST).is_file()}, keep, current.name
+    )
+    for name in names:
+        shutil.rmtree(base / name)
+    return names
 
 
 class Target:
@@ -188,14 +196,13 @@ class Target:
                 str(path), self.bucket, self.key(source.name, str(path.relative_to(source)))
             )
         present = self.backups()
-        complete = sorted(i for i, keys in present.items() if self.key(i, MANIFEST) in keys)
-        doomed = complete[: max(0, len(complete) - keep)]
-        doomed += [i for i in present if i not in complete and i != source.name]
-        stale = sorted(key for i in doomed for key in present[i])
+        complete = {i for i, keys in present.items() if self.key(i, MANIFEST) in keys}
+        removed = doomed(list(present), complete, keep, source.name)
+        stale = sorted(key for i in removed for key in present[i])
         for start in range(0, len(stale), 1000):
             chunk = [{"Key": key} for key in stale[start : start + 1000]]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
-        return {"url": self.url(source.name), "objects": len(files) + 1, "removed": sorted(doomed)}
+        return {"url": self.url(source.name), "objects": len(files) + 1, "removed": removed}
 
     def fetch(self, backup_id: str, into: Path) -> None:
         """Downloads a backup the manifest lists, the manifest last."""
