@@ -22,7 +22,12 @@ from conftest import (
 )
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
-AUTH_SECRETS = ["vault_mlflow_admin_password", "vault_mlflow_flask_secret_key", "vault_mlflow_db_password"]
+AUTH_SECRETS = [
+    "vault_mlflow_admin_password",
+    "vault_mlflow_flask_secret_key",
+    "vault_mlflow_db_password",
+    "vault_mlflow_reader_password",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +59,31 @@ def test_admin_from_vault_is_an_admin(mlflow_url: str, admin: tuple[str, str]) -
     response = requests.get(f"{mlflow_url}/api/2.0/mlflow/users/current", auth=admin, timeout=10)
     assert response.status_code == 200, response.text
     assert response.json()["user"]["is_admin"] is True
+
+
+@pytest.fixture(scope="module")
+def reader(hostvars: dict[str, Any]) -> tuple[str, str]:
+    return "reader-1", str(hostvars["vault_mlflow_reader_password"])
+
+
+def test_a_user_from_mlflow_stack_auth_users_reads_but_is_no_admin(
+    mlflow_url: str, admin: tuple[str, str], reader: tuple[str, str]
+) -> None:
+    """Created by the tracking role with the vault's password; reads what the
+    default permission (READ) allows; may not manage users."""
+    current = requests.get(f"{mlflow_url}/api/2.0/mlflow/users/current", auth=reader, timeout=10)
+    assert current.status_code == 200, current.text
+    assert current.json()["user"]["is_admin"] is False
+    assert requests.get(f"{mlflow_url}{SEARCH}", auth=reader, timeout=10).status_code == 200
+    created = requests.post(
+        f"{mlflow_url}/api/2.0/mlflow/users/create",
+        json={"username": "reader-made", "password": "x" * 16},
+        auth=reader,
+        timeout=10,
+    )
+    assert created.status_code == 403, created.text
+    wrong = (reader[0], reader[1] + "x")
+    assert requests.get(f"{mlflow_url}{SEARCH}", auth=wrong, timeout=10).status_code == 401
 
 
 def test_client_flow_with_tracking_credentials(
@@ -137,7 +167,11 @@ def rotate(
 
 
 def test_admin_password_rotation_leaks_nothing(
-    host: testinfra.host.Host, mlflow_url: str, admin: tuple[str, str], secrets: list[str]
+    host: testinfra.host.Host,
+    mlflow_url: str,
+    admin: tuple[str, str],
+    reader: tuple[str, str],
+    secrets: list[str],
 ) -> None:
     """A new admin password in vault is written to the auth database by the next
     run (MLflow itself never does), and neither password shows in Ansible's

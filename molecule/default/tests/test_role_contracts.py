@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import ROOT, role_defaults
 
-ROLES = ["postgresql", "minio", "mlflow", "haproxy", "mlflow_backup"]
+ROLES = ["postgresql", "minio", "mlflow", "haproxy", "mlflow_backup", "mlflow_serving"]
 
 
 def spec_options(role: str) -> dict[str, dict[str, Any]]:

@@ -131,7 +131,7 @@ def fetch(settings: dict[str, Any]) -> dict[str, Any]:
         downloaded = True
         # root owns the files; the services read them through their group.
         group = str(settings["group"])
-        for entry in [target.parent, target, *target.rglob("*")]:
+        for entry in [target, *target.rglob("*")]:
             shutil.chown(entry, "root", group)
             os.chmod(entry, 0o750 if entry.is_dir() else 0o640)
     requirements = target / "requirements.txt"
