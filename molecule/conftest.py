@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -57,6 +58,21 @@ def role_file(role: str, kind: str) -> dict[str, Any]:
 PG_VERSION = role_file("postgresql", "vars")["__postgresql_default_versions"]["Debian-12"]
 PG_UNIT = f"postgresql@{PG_VERSION}-main"
 PG_CONF_DIR = f"/etc/postgresql/{PG_VERSION}/main"
+
+
+# What systemd-analyze security may score a unit of ours at, at most.
+MAX_EXPOSURE = 2.5
+
+
+def check_exposure(host: testinfra.host.Host, unit: str) -> float:
+    """Asserts that `unit` scores MAX_EXPOSURE or lower, records and returns its score."""
+    out = host.check_output(f"systemd-analyze security --no-pager {unit}")
+    match = re.search(rf"Overall exposure level for {re.escape(unit)}: ([0-9.]+)", out)
+    assert match, out[-500:]
+    exposure = float(match.group(1))
+    record(f"{unit}: exposure {exposure}")
+    assert exposure <= MAX_EXPOSURE, f"{unit} exposure {exposure} > {MAX_EXPOSURE}"
+    return exposure
 
 
 def main_pid(host: testinfra.host.Host, unit: str) -> int:

@@ -7,19 +7,12 @@ import re
 
 import pytest
 import testinfra.host
-from conftest import main_pid, record
-
-MAX_EXPOSURE = 2.5
+from conftest import MAX_EXPOSURE, check_exposure, main_pid
 
 
 @pytest.mark.parametrize("unit", ["minio.service", "mlflow.service"])
 def test_exposure_is_low(host: testinfra.host.Host, unit: str) -> None:
-    out = host.check_output(f"systemd-analyze security --no-pager {unit}")
-    match = re.search(rf"Overall exposure level for {re.escape(unit)}: ([0-9.]+)", out)
-    assert match, out[-500:]
-    exposure = float(match.group(1))
-    record(f"{unit}: exposure {exposure}")
-    assert exposure <= MAX_EXPOSURE, f"{unit} exposure {exposure} > {MAX_EXPOSURE}"
+    assert check_exposure(host, unit) <= MAX_EXPOSURE
 
 
 @pytest.mark.parametrize(("unit", "user"), [("minio", "minio"), ("mlflow", "mlflow")])

@@ -33,7 +33,17 @@ import scipy
 import sklearn
 import skops
 from availability import Probe
-from conftest import answers, main_pid, record, role_defaults, run_playbook, run_site, wait_for
+from conftest import (
+    MAX_EXPOSURE,
+    answers,
+    check_exposure,
+    main_pid,
+    record,
+    role_defaults,
+    run_playbook,
+    run_site,
+    wait_for,
+)
 from sklearn.linear_model import LogisticRegression
 
 # downloads_through_mlflow (autouse): the controller loads models in-process
@@ -49,7 +59,6 @@ CHURN_PORT, LOOKUP_PORT = 5101, 5102
 X = np.array([[0.9, 0.2, 0.1], [0.8, 0.5, 0.3], [0.1, 0.7, 0.9], [0.05, 0.2, 0.4]])
 # A bound a restart must meet, from kill -9 to /ping answering again.
 RESTART_BOUND = 15.0
-MAX_EXPOSURE = 2.5
 CONFIG, MODELS = "/etc/mlflow-serving", "/opt/mlflow-serving/models"
 
 
@@ -194,12 +203,7 @@ def test_a_model_with_its_own_requirement_is_served(registered: Registered, addr
 @pytest.mark.parametrize("unit", ["mlflow-model@churn.service", "mlflow-model@lookup.service"])
 def test_model_services_are_sandboxed(registered: Registered, unit: str) -> None:
     host = node("mn-mlflow1")
-    out = host.check_output(f"systemd-analyze security --no-pager {unit}")
-    match = re.search(rf"Overall exposure level for {re.escape(unit)}: ([0-9.]+)", out)
-    assert match, out[-500:]
-    exposure = float(match.group(1))
-    record(f"{unit}: exposure {exposure}")
-    assert exposure <= MAX_EXPOSURE, f"{unit} exposure {exposure} > {MAX_EXPOSURE}"
+    assert check_exposure(host, unit) <= MAX_EXPOSURE
     pid = main_pid(host, unit)
     status = host.check_output(f"cat /proc/{pid}/status")
     assert re.search(r"^Uid:\s+([1-9]\d+)", status, re.M), "runs as root"
