@@ -312,6 +312,8 @@ def run_playbook(
             os.environ,
             ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
             ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH,
+            # Molecule forces colour on; the tests read the output as text.
+            ANSIBLE_FORCE_COLOR="0",
             ANSIBLE_NOCOLOR="1",
             **(env or {}),
         ),
