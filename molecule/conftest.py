@@ -166,6 +166,14 @@ def address(host: testinfra.host.Host) -> str:
     return ipv4_of(host)
 
 
+@pytest.fixture(scope="module")
+def endpoint(address: str) -> str:
+    """Where this controller reaches the host's services: the host's own address, or
+    the address its ports are published on at their own numbers (the VM scenario:
+    127.0.0.1, through QEMU's port forwards)."""
+    return os.environ.get("MLFLOW_STACK_PUBLISHED_AT") or address
+
+
 @dataclasses.dataclass(frozen=True)
 class Stack:
     """The values the tiers share, as the scenario's wiring (00-stack.yml) sets them."""
@@ -193,8 +201,8 @@ def stack(hostvars: dict[str, Any]) -> Stack:
 
 
 @pytest.fixture(scope="module")
-def mlflow_url(address: str, stack: Stack) -> str:
-    return f"http://{address}:{stack.tracking_port}"
+def mlflow_url(endpoint: str, stack: Stack) -> str:
+    return f"http://{endpoint}:{stack.tracking_port}"
 
 
 @pytest.fixture(scope="module")
@@ -217,9 +225,9 @@ def trust_the_lab_ca() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def s3_url(address: str, lab_ca: str | None, stack: Stack) -> str:
+def s3_url(endpoint: str, lab_ca: str | None, stack: Stack) -> str:
     scheme = "https" if lab_ca else "http"
-    return f"{scheme}://{address}:{stack.s3_port}"
+    return f"{scheme}://{endpoint}:{stack.s3_port}"
 
 
 @pytest.fixture(scope="module")

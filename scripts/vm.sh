@@ -1,11 +1,10 @@
 # shellcheck shell=bash
-# Lab VMs from a Debian 12 image built here: debootstrap with a kernel, an
-# ext4 file system made from the tree with `mkfs.ext4 -d` (no loop device),
-# booted by QEMU straight into the kernel. Sourced after lib.sh.
-
-VM_SUITE=bookworm
-VM_PACKAGES="$ROOT/vm/packages"
-VM_DISK_SIZE=8G
+# Lab VMs: QEMU boots the image from vm/image.sh straight into its kernel, on
+# a copy-on-write overlay, with SSH and the published ports forwarded to
+# 127.0.0.1. Several VMs also share a network of their own (QEMU's socket
+# networking over a multicast group on the loopback device), so they reach each
+# other at fixed addresses and nothing else is ever used.
+# Sourced after lib.sh and vm/image.sh, with LAB set.
 
 ensure_qemu() {
   local missing=()
@@ -38,128 +37,119 @@ qemu_accel() {
   if [ "$(cat "$image/accel")" = kvm ]; then
     echo "-enable-kvm -cpu qemu64"
   else
-    printf 'warning: KVM does not boot a kernel here: the VMs run under TCG emulation, several times slower\n' >&2
-    echo "-accel tcg -cpu qemu64"
+    echo "-accel tcg,thread=multi -cpu max"
   fi
 }
 
-# The image's cache key: what decides its contents (the package list, the
-# mirror, and this file, which holds the recipe).
-vm_image_key() {
-  { cat "$VM_PACKAGES" "${BASH_SOURCE[0]}"; debian_mirror; echo "$VM_SUITE"; } | sha256sum | cut -c1-16
+# The lab VMs of a topology, from its inventory (inventories/lab-vm*), one
+# line each: name ssh_port memory_mib address forwards (host:guest,...; "-"
+# when none). The inventory is the one description of the topology.
+vm_topology() {
+  local inventory=$1
+  ansible-inventory -i "$inventory" --list 2>/dev/null | python3 -c '
+import json, sys
+meta = json.load(sys.stdin)["_meta"]["hostvars"]
+for name in sorted(meta):
+    v = meta[name]
+    print(name, v["ansible_port"], v.get("lab_vm_memory", 2048), v.get("lab_vm_address", "-"),
+          ",".join(v.get("lab_vm_forwards", [])) or "-")
+'
 }
 
-# Builds the image once per key into .cache/vm/<key>/: disk.raw, vmlinuz,
-# initrd.img and packages.txt (also inside the image, /usr/share/mlflow-lab/).
-# Prints the directory.
-build_vm_image() {
-  local key dir rootfs mirror packages
-  key=$(vm_image_key)
-  dir="$CACHE/vm/$key"
-  if [ -f "$dir/disk.raw" ]; then echo "$dir"; return; fi
-  mirror=$(debian_mirror)
-  rootfs="$CACHE/vm/rootfs-$key"
-  packages=$(grep -v '^#' "$VM_PACKAGES" | paste -sd, -)
-  log "Building the VM image $key with debootstrap from $mirror"
-  as_root rm -rf "$rootfs" "$dir.tmp"
-  mkdir -p "$dir.tmp"
-  as_root debootstrap --variant=minbase --include="$packages" "$VM_SUITE" "$rootfs" "$mirror" \
-    >"$dir.tmp/debootstrap.log" 2>&1 || die "debootstrap failed; see $dir.tmp/debootstrap.log"
-  configure_vm_rootfs "$rootfs" "$mirror"
-  as_root chroot "$rootfs" dpkg-query -W -f '${Package} ${Version}\n' >"$dir.tmp/packages.txt"
-  as_root install -D -m 0644 "$dir.tmp/packages.txt" "$rootfs/usr/share/mlflow-lab/packages.txt"
-  as_root cp "$(readlink -f "$rootfs/vmlinuz")" "$dir.tmp/vmlinuz"
-  as_root cp "$(readlink -f "$rootfs/initrd.img")" "$dir.tmp/initrd.img"
-  as_root chmod 0644 "$dir.tmp/vmlinuz" "$dir.tmp/initrd.img"
-  truncate -s "$VM_DISK_SIZE" "$dir.tmp/disk.raw"
-  as_root mkfs.ext4 -q -L root -d "$rootfs" "$dir.tmp/disk.raw"
-  as_root rm -rf "$rootfs"
-  mv "$dir.tmp" "$dir"
-  echo "$dir"
-}
-
-configure_vm_rootfs() {
-  local rootfs=$1 mirror=$2
-  as_root sh -c "echo 'deb $mirror $VM_SUITE main' >'$rootfs/etc/apt/sources.list'"
-  as_root sh -c "echo 'LABEL=root / ext4 defaults,errors=remount-ro 0 1' >'$rootfs/etc/fstab'"
-  # DHCP on the first NIC; QEMU's user network answers it, and its DNS.
-  as_root install -D -m 0644 /dev/stdin "$rootfs/etc/systemd/network/10-lab.network" <<'NET'
-[Match]
-Name=en* eth*
-
-[Network]
-DHCP=ipv4
-NET
-  as_root sh -c "echo 'nameserver 10.0.2.3' >'$rootfs/etc/resolv.conf'"
-  # Each VM gets its name and the lab's SSH key from QEMU (fw_cfg) at boot,
-  # and host keys of its own: one image serves every VM.
-  as_root install -D -m 0755 /dev/stdin "$rootfs/usr/local/sbin/mlflow-lab-provision" <<'SH'
-#!/bin/sh
-set -eu
-cfg=/sys/firmware/qemu_fw_cfg/by_name/opt/mlflow-lab
-modprobe qemu_fw_cfg
-[ -d "$cfg" ] || { echo "no opt/mlflow-lab in fw_cfg: nothing to provision"; exit 0; }
-if [ -r "$cfg/hostname/raw" ]; then
-  name=$(cat "$cfg/hostname/raw")
-  echo "$name" >/etc/hostname
-  hostname "$name"
-  grep -q " $name\$" /etc/hosts || echo "127.0.1.1 $name" >>/etc/hosts
-fi
-id lab >/dev/null 2>&1 || useradd --create-home --shell /bin/bash lab
-echo 'lab ALL=(ALL) NOPASSWD: ALL' >/etc/sudoers.d/lab
-chmod 0440 /etc/sudoers.d/lab
-install -d -m 0700 -o lab -g lab /home/lab/.ssh
-install -m 0600 -o lab -g lab "$cfg/authorized_keys/raw" /home/lab/.ssh/authorized_keys
-ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 || ssh-keygen -A
-SH
-  as_root install -D -m 0644 /dev/stdin "$rootfs/etc/systemd/system/mlflow-lab-provision.service" <<'UNIT'
-[Unit]
-Description=Name the lab VM and admit the lab's SSH key (from QEMU fw_cfg)
-Before=ssh.service systemd-networkd.service
-After=systemd-modules-load.service
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/mlflow-lab-provision
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-  as_root rm -f "$rootfs"/etc/ssh/ssh_host_*
-  as_root chroot "$rootfs" systemctl enable -q mlflow-lab-provision.service systemd-networkd.service
-  as_root chroot "$rootfs" systemctl mask -q systemd-timesyncd.service 2>/dev/null || true
-  as_root rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-}
-
-# boot_vm NAME IMAGE_DIR SSH_PORT KEY.pub [hostfwd...]: starts VM NAME on a
-# copy-on-write overlay of the image (in .lab/vm/NAME), its SSH on
-# 127.0.0.1:SSH_PORT, each extra "host:guest" port published on 127.0.0.1.
+# boot_vm NAME IMAGE_DIR SSH_PORT MEMORY ADDRESS FORWARDS: starts VM NAME
+# (unless it runs) on an overlay of the image in .lab/vm/NAME. Its SSH is on
+# 127.0.0.1:SSH_PORT and each host:guest pair of FORWARDS on 127.0.0.1:host;
+# ADDRESS (or "-") is its address on the VMs' own network.
 boot_vm() {
-  local name=$1 image=$2 ssh_port=$3 key=$4
-  shift 4
-  local dir="$LAB/vm/$name" forwards="hostfwd=tcp:127.0.0.1:$ssh_port-:22" pair
-  for pair in "$@"; do forwards+=",hostfwd=tcp:127.0.0.1:${pair%%:*}-:${pair##*:}"; done
+  local name=$1 image=$2 ssh_port=$3 memory=$4 address=$5 forwards=$6
+  local dir="$LAB/vm/$name" hostfwd="hostfwd=tcp:127.0.0.1:$ssh_port-:22" pair
+  if [ -f "$dir/qemu.pid" ] && kill -0 "$(cat "$dir/qemu.pid")" 2>/dev/null; then return; fi
+  if [ "$forwards" != - ]; then
+    for pair in ${forwards//,/ }; do hostfwd+=",hostfwd=tcp:127.0.0.1:${pair%%:*}-:${pair##*:}"; done
+  fi
   mkdir -p "$dir"
   [ -f "$dir/disk.qcow2" ] || qemu-img create -q -f qcow2 -F raw -b "$image/disk.raw" "$dir/disk.qcow2"
-  if [ -f "$dir/qemu.pid" ] && kill -0 "$(cat "$dir/qemu.pid")" 2>/dev/null; then return; fi
+  # The VM's SSH host key is made here, so the controller knows it before the first connection.
+  [ -f "$dir/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C "$name" -f "$dir/ssh_host_ed25519_key"
+  local net=()
+  if [ "$address" != - ]; then
+    # The last byte of the address makes the NIC's MAC unique on the shared network.
+    net=(-netdev "socket,id=n1,mcast=230.0.77.1:47701,localaddr=127.0.0.1"
+         -device "virtio-net-pci,netdev=n1,mac=52:54:00:77:00:$(printf '%02x' "${address##*.}")"
+         -fw_cfg "name=opt/mlflow-lab/address,string=$address/24")
+  fi
   # shellcheck disable=SC2046 # qemu_accel prints several options
-  qemu-system-x86_64 $(qemu_accel "$image") -machine q35 -m "${VM_MEMORY:-4096}" -smp "${VM_CPUS:-2}" \
+  qemu-system-x86_64 $(qemu_accel "$image") -machine q35 -m "$memory" -smp "${VM_CPUS:-2}" \
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
     -append "root=LABEL=root rw console=ttyS0 net.ifnames=0" \
     -drive "file=$dir/disk.qcow2,if=virtio,format=qcow2" \
-    -netdev "user,id=n0,$forwards" -device virtio-net-pci,netdev=n0 \
+    -netdev "user,id=n0,$hostfwd" -device virtio-net-pci,netdev=n0 \
+    "${net[@]}" \
     -fw_cfg "name=opt/mlflow-lab/hostname,string=$name" \
-    -fw_cfg "name=opt/mlflow-lab/authorized_keys,file=$key" \
-    -display none -serial "file:$dir/console.log" -daemonize -pidfile "$dir/qemu.pid"
+    -fw_cfg "name=opt/mlflow-lab/authorized_keys,file=$LAB/id_ed25519.pub" \
+    -fw_cfg "name=opt/mlflow-lab/ssh_host_ed25519_key,file=$dir/ssh_host_ed25519_key" \
+    -display none -serial "file:$dir/console.log" -daemonize -pidfile "$dir/qemu.pid" \
+    || die "QEMU did not start $name"
+  printf '[127.0.0.1]:%s %s\n' "$ssh_port" "$(cut -d' ' -f1,2 "$dir/ssh_host_ed25519_key.pub")" >"$dir/known_hosts"
 }
 
-# wait_for_ssh PORT KEY: until the VM on PORT lets the lab user in (boot time).
+# wait_for_ssh PORT: until the VM on PORT lets the lab user in (its boot).
 wait_for_ssh() {
-  local port=$1 key=$2
-  for _ in $(seq 1 180); do
-    ssh -q -i "$key" -p "$port" -o BatchMode=yes -o StrictHostKeyChecking=no \
-      -o UserKnownHostsFile=/dev/null -o ConnectTimeout=2 lab@127.0.0.1 true && return
+  local port=$1
+  for _ in $(seq 1 300); do
+    ssh -q -i "$LAB/id_ed25519" -p "$port" -o BatchMode=yes -o ConnectTimeout=2 \
+      -o UserKnownHostsFile="$LAB/known_hosts" lab@127.0.0.1 true 2>/dev/null && return
     sleep 1
   done
-  die "no SSH on 127.0.0.1:$port after 180 s"
+  die "no SSH on 127.0.0.1:$port after 300 s"
+}
+
+ensure_lab_key() {
+  mkdir -p "$LAB"
+  chmod 700 "$LAB"
+  [ -f "$LAB/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C mlflow-lab -f "$LAB/id_ed25519"
+}
+
+# vms_up INVENTORY: boots the topology's VMs and waits for their SSH.
+vms_up() {
+  local inventory=$1 image start=$SECONDS name port memory address forwards
+  ensure_qemu
+  ensure_lab_key
+  image=$(build_vm_image)
+  [ "$(qemu_accel "$image" | cut -d' ' -f1)" = -enable-kvm ] \
+    || printf 'warning: KVM does not boot a kernel on this machine: the VMs run under TCG emulation, several times slower\n' >&2
+  : >"$LAB/known_hosts.tmp"
+  while read -r name port memory address forwards; do
+    boot_vm "$name" "$image" "$port" "$memory" "$address" "$forwards"
+    cat "$LAB/vm/$name/known_hosts" >>"$LAB/known_hosts.tmp"
+  done < <(vm_topology "$inventory")
+  mv "$LAB/known_hosts.tmp" "$LAB/known_hosts"
+  while read -r name port _; do
+    wait_for_ssh "$port"
+  done < <(vm_topology "$inventory")
+  log "VMs up (SSH answers) in $((SECONDS - start)) s"
+}
+
+# vms_down: stops every lab VM (QEMU exits when its PID is killed) and removes their disks.
+vms_down() {
+  local pidfile
+  for pidfile in "$LAB"/vm/*/qemu.pid; do
+    [ -f "$pidfile" ] || continue
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  for pidfile in "$LAB"/vm/*/qemu.pid; do
+    [ -f "$pidfile" ] || continue
+    for _ in $(seq 1 20); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.5; done
+  done
+  rm -rf "$LAB/vm"
+}
+
+vms_status() {
+  local dir pid state
+  for dir in "$LAB"/vm/*/; do
+    [ -f "$dir/qemu.pid" ] || continue
+    pid=$(cat "$dir/qemu.pid")
+    if kill -0 "$pid" 2>/dev/null; then state="running (pid $pid)"; else state=stopped; fi
+    echo "vm: $(basename "$dir") $state"
+  done
 }

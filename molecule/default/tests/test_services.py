@@ -63,8 +63,8 @@ def test_minio_live(s3_url: str) -> None:
     assert requests.get(f"{s3_url}/minio/health/live", timeout=10).status_code == 200
 
 
-def test_minio_console_serves_html(address: str, stack: Stack) -> None:
-    response = requests.get(f"http://{address}:{stack.console_port}/", timeout=10)
+def test_minio_console_serves_html(endpoint: str, stack: Stack) -> None:
+    response = requests.get(f"http://{endpoint}:{stack.console_port}/", timeout=10)
     assert response.status_code == 200
     assert "text/html" in response.headers["Content-Type"]
     assert "<html" in response.text.lower()
@@ -105,11 +105,11 @@ def test_mlflow_role_owns_its_database_and_is_not_superuser(host: testinfra.host
     assert out == "mlflow|f"
 
 
-def test_database_refuses_hosts_outside_the_tracking_tier(address: str, hostvars: dict[str, Any]) -> None:
+def test_database_refuses_hosts_outside_the_tracking_tier(endpoint: str, hostvars: dict[str, Any]) -> None:
     """This controller is no tracking host: pg_hba must turn it away."""
     with pytest.raises(psycopg2.OperationalError, match=r"no pg_hba\.conf entry"):
         psycopg2.connect(
-            host=address,
+            host=endpoint,
             dbname="mlflow",
             user="mlflow",
             password=hostvars["vault_mlflow_db_password"],
