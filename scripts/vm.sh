@@ -78,8 +78,9 @@ boot_vm() {
          -device "virtio-net-pci,netdev=n1,mac=52:54:00:77:00:$(printf '%02x' "${address##*.}")"
          -fw_cfg "name=opt/mlflow-lab/address,string=$address/24")
   fi
+  # VM_NICE lowers QEMU's CPU priority, so the VMs take what other work leaves idle.
   # shellcheck disable=SC2046 # qemu_accel prints several options
-  qemu-system-x86_64 $(qemu_accel "$image") -machine q35 -m "$memory" -smp "${VM_CPUS:-2}" \
+  nice -n "${VM_NICE:-0}" qemu-system-x86_64 $(qemu_accel "$image") -machine q35 -m "$memory" -smp "${VM_CPUS:-2}" \
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
     -append "root=LABEL=root rw console=ttyS0 net.ifnames=0" \
     -drive "file=$dir/disk.qcow2,if=virtio,format=qcow2" \
@@ -132,15 +133,17 @@ vms_up() {
 
 # vms_down: stops every lab VM (QEMU exits when its PID is killed) and removes their disks.
 vms_down() {
-  local pidfile
+  local pidfile pids=()
   for pidfile in "$LAB"/vm/*/qemu.pid; do
-    [ -f "$pidfile" ] || continue
-    kill "$(cat "$pidfile")" 2>/dev/null || true
+    [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
   done
-  for pidfile in "$LAB"/vm/*/qemu.pid; do
-    [ -f "$pidfile" ] || continue
-    for _ in $(seq 1 20); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.5; done
-  done
+  if [ ${#pids[@]} -gt 0 ]; then
+    kill "${pids[@]}" 2>/dev/null || true
+    local pid
+    for pid in "${pids[@]}"; do
+      for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    done
+  fi
   rm -rf "$LAB/vm"
 }
 
