@@ -17,11 +17,12 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# ensure_packages [docker]: with "docker", the Docker daemon too.
 ensure_packages() {
   local missing=()
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   # Our own client may sit in /usr/local/bin; the daemon is what counts.
-  command -v dockerd >/dev/null || missing+=(docker.io)
+  if [ "${1:-}" = docker ]; then command -v dockerd >/dev/null || missing+=(docker.io); fi
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     log "Installing Debian packages: ${missing[*]}"
@@ -90,12 +91,18 @@ ensure_go() {
     || die "Go 1.24+ is needed to build MinIO (README: How the MinIO binary is provided)"
 }
 
-bootstrap() {
+# What the lab VMs and any converge need: no Docker.
+bootstrap_tools() {
   ensure_go
-  ensure_packages
-  ensure_docker
+  ensure_packages "$@"
   ensure_venv
-  build_image
   export PATH="$VENV/bin:$PATH"
   export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
+}
+
+# Everything, the container lab's and scenarios' Docker and image too.
+bootstrap() {
+  bootstrap_tools docker
+  ensure_docker
+  build_image
 }

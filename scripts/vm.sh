@@ -148,11 +148,13 @@ vms_down() {
 }
 
 vms_status() {
-  local dir pid state
+  local dir pid state port
   for dir in "$LAB"/vm/*/; do
     [ -f "$dir/qemu.pid" ] || continue
     pid=$(cat "$dir/qemu.pid")
     if kill -0 "$pid" 2>/dev/null; then state="running (pid $pid)"; else state=stopped; fi
+    port=$(sed -n 's/^\[127\.0\.0\.1\]:\([0-9]*\) .*/\1/p' "$dir/known_hosts")
     echo "vm: $(basename "$dir") $state"
+    echo "    ssh -i $LAB/id_ed25519 -o UserKnownHostsFile=$LAB/known_hosts -p $port lab@127.0.0.1"
   done
 }
