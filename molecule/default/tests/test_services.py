@@ -84,14 +84,14 @@ def test_mlflow_runs_unprivileged(host: testinfra.host.Host) -> None:
 
 
 def test_mlflow_user_can_create_a_table(
-    host: testinfra.host.Host, address: str, hostvars: dict[str, Any]
+    host: testinfra.host.Host, address: str, stack: Stack, hostvars: dict[str, Any]
 ) -> None:
     """Over TCP from the tracking host, as MLflow does: the role owns its database."""
     password = hostvars["vault_mlflow_db_password"]
     sql = "CREATE TABLE verify_probe (id int); DROP TABLE verify_probe;"
     cmd = host.run(
         f"PGPASSWORD={shlex.quote(password)} psql -v ON_ERROR_STOP=1 "
-        f"-h {address} -U mlflow -d mlflow -c {shlex.quote(sql)}"
+        f"-h {address} -p {stack.database_port} -U mlflow -d mlflow -c {shlex.quote(sql)}"
     )
     assert cmd.rc == 0, cmd.stderr
 
@@ -105,11 +105,14 @@ def test_mlflow_role_owns_its_database_and_is_not_superuser(host: testinfra.host
     assert out == "mlflow|f"
 
 
-def test_database_refuses_hosts_outside_the_tracking_tier(endpoint: str, hostvars: dict[str, Any]) -> None:
+def test_database_refuses_hosts_outside_the_tracking_tier(
+    endpoint: str, stack: Stack, hostvars: dict[str, Any]
+) -> None:
     """This controller is no tracking host: pg_hba must turn it away."""
     with pytest.raises(psycopg2.OperationalError, match=r"no pg_hba\.conf entry"):
         psycopg2.connect(
             host=endpoint,
+            port=stack.database_port,
             dbname="mlflow",
             user="mlflow",
             password=hostvars["vault_mlflow_db_password"],
