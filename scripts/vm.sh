@@ -113,21 +113,23 @@ ensure_lab_key() {
 
 # vms_up INVENTORY: boots the topology's VMs and waits for their SSH.
 vms_up() {
-  local inventory=$1 image start=$SECONDS name port memory address forwards
+  local inventory=$1 image start=$SECONDS name port memory address forwards topology
   ensure_qemu
   ensure_lab_key
   image=$(build_vm_image)
   [ "$(qemu_accel "$image" | cut -d' ' -f1)" = -enable-kvm ] \
     || printf 'warning: KVM does not boot a kernel on this machine: the VMs run under TCG emulation, several times slower\n' >&2
+  # ansible-inventory takes seconds: read the topology once.
+  topology=$(vm_topology "$inventory")
   : >"$LAB/known_hosts.tmp"
   while read -r name port memory address forwards; do
     boot_vm "$name" "$image" "$port" "$memory" "$address" "$forwards"
     cat "$LAB/vm/$name/known_hosts" >>"$LAB/known_hosts.tmp"
-  done < <(vm_topology "$inventory")
+  done <<<"$topology"
   mv "$LAB/known_hosts.tmp" "$LAB/known_hosts"
   while read -r name port _; do
     wait_for_ssh "$port"
-  done < <(vm_topology "$inventory")
+  done <<<"$topology"
   log "VMs up (SSH answers) in $((SECONDS - start)) s"
 }
 
