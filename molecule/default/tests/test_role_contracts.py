@@ -38,5 +38,8 @@ def test_variables_carry_the_role_prefix(role: str) -> None:
 @pytest.mark.parametrize("role", ROLES)
 def test_secrets_are_no_log(role: str) -> None:
     for name, option in spec_options(role).items():
-        if any(word in name for word in ("password", "secret", "access_key", "root_user", "private_key")):
+        if any(
+            word in name
+            for word in ("password", "passphrase", "secret", "access_key", "root_user", "private_key")
+        ):
             assert option.get("no_log") is True, name

@@ -11,7 +11,12 @@ import pytest
 import testinfra.host
 from conftest import PG_UNIT, assert_clean, run_site, sampled_process_arguments, secret_forms
 
-SECRET_VARS = ["vault_mlflow_db_password", "vault_minio_root_password", "vault_minio_mlflow_secret_key"]
+SECRET_VARS = [
+    "vault_mlflow_db_password",
+    "vault_minio_root_password",
+    "vault_minio_mlflow_secret_key",
+    "vault_mlflow_kek_passphrase",
+]
 # Every file that may hold one of them, with its exact owner, group and mode.
 SECRET_FILES = {
     "/etc/mlflow/mlflow.env": ("root", "root", 0o600),
