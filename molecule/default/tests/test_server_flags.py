@@ -6,9 +6,9 @@ from __future__ import annotations
 import http.client
 import time
 import urllib.parse
-from typing import Any
 
 import requests
+from conftest import role_defaults
 
 
 def test_answers_forbid_framing_by_other_sites(mlflow_url: str) -> None:
@@ -26,12 +26,10 @@ def test_an_unlisted_origin_gets_no_cross_origin_grant(mlflow_url: str) -> None:
     assert response.headers.get("Access-Control-Allow-Origin") != "*"
 
 
-def test_an_idle_connection_outlives_uvicorns_default_keep_alive(
-    mlflow_url: str, hostvars: dict[str, Any]
-) -> None:
+def test_an_idle_connection_outlives_uvicorns_default_keep_alive(mlflow_url: str) -> None:
     """uvicorn closes idle connections after 5 s unless told otherwise: a second
     request on the same connection after 8 s idle must still be answered on it."""
-    assert int(hostvars["mlflow_keepalive_timeout"]) > 8
+    assert int(role_defaults("mlflow")["mlflow_keepalive_timeout"]) > 8
     url = urllib.parse.urlsplit(mlflow_url)
     connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
     try:
