@@ -41,6 +41,7 @@ from conftest import (
     run_site,
     wait_for,
 )
+from gateway import read_key, secrets_config, stand_in_provider, store_key
 
 # The tests look at the whole topology from the load balancer's point of view.
 testinfra_hosts = ["mn-lb"]
@@ -266,3 +267,55 @@ def test_rolling_restart_fails_no_request(probe: Probe) -> None:
         f" {probe.during(('roll', 'rolled'))} during the roll, slowest {slowest:.2f} s"
     )
     check_with_lb_log(probe, ("roll", "rolled"), since)
+
+
+def test_periodic_tasks_run_on_exactly_the_named_tracking_server() -> None:
+    """Job execution on both servers; the periodic-tasks consumer on mn-mlflow2 only
+    (mlflow_jobs_periodic_host), as MLflow asks of several replicas."""
+    expected = {"mn-mlflow1": "false", "mn-mlflow2": "true"}
+    for name, periodic in expected.items():
+        environment = node(name).check_output("systemctl show -p Environment --value mlflow").split()
+        assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true" in environment, name
+        assert f"MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS={periodic}" in environment, name
+    # The consumer starts a little after /health: wait for it where it belongs.
+    # ([j]: the shell running pgrep holds the pattern too, and must not match it.)
+    consumer = "pgrep -fc '[j]obs[.]_periodic_tasks_consumer[.]huey_instance' || true"
+    wait_for(lambda: node("mn-mlflow2").check_output(consumer) == "1", timeout=120)
+    assert node("mn-mlflow1").check_output(consumer) == "0"
+
+
+def test_a_job_submitted_through_the_load_balancer_completes(mlflow_url: str) -> None:
+    """An online-scoring job with no scorers: it runs in a server's job consumers
+    and succeeds, whichever server the load balancer gave it to."""
+    client = mlflow.MlflowClient(mlflow_url)
+    experiment_id = client.create_experiment(f"jobs-{uuid.uuid4().hex[:8]}")
+    submitted = requests.post(
+        f"{mlflow_url}/ajax-api/3.0/jobs/",
+        json={
+            "job_name": "run_online_trace_scorer",
+            "params": {"experiment_id": experiment_id, "online_scorers": []},
+        },
+        timeout=30,
+    )
+    assert submitted.ok, submitted.text
+    job_id = submitted.json()["job_id"]
+    status: dict[str, Any] = {}
+
+    def finished() -> bool:
+        status.update(requests.get(f"{mlflow_url}/ajax-api/3.0/jobs/{job_id}", timeout=30).json())
+        return status["status"] not in {"PENDING", "RUNNING"}
+
+    wait_for(finished, timeout=180)
+    assert status["status"] == "SUCCEEDED", status
+
+
+def test_every_tracking_server_reads_a_key_stored_through_the_lb(mlflow_url: str, stack: Stack) -> None:
+    """One gateway passphrase for the tier: a provider key stored through the load
+    balancer is decrypted by each server, asked directly."""
+    api_key = f"sk-{uuid.uuid4().hex}"
+    endpoint = store_key(mlflow_url, api_key)
+    for name in TRACKING:
+        server = f"http://{ipv4(name)}:{stack.tracking_port}"
+        assert secrets_config(server)["using_default_passphrase"] is False, name
+        with stand_in_provider(node(name)):
+            assert read_key(server, endpoint) == api_key, name

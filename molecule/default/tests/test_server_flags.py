@@ -1,0 +1,48 @@
+"""MLflow's server flags as the installer sets them: the frame header, the
+cross-origin rule and the keep-alive timeout, seen in the server's answers."""
+
+from __future__ import annotations
+
+import http.client
+import time
+import urllib.parse
+
+import requests
+from conftest import role_defaults
+
+
+def test_answers_forbid_framing_by_other_sites(mlflow_url: str) -> None:
+    response = requests.get(f"{mlflow_url}/health", timeout=10)
+    assert response.headers.get("X-Frame-Options") == "SAMEORIGIN"
+
+
+def test_an_unlisted_origin_gets_no_cross_origin_grant(mlflow_url: str) -> None:
+    response = requests.options(
+        f"{mlflow_url}/api/2.0/mlflow/experiments/search",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        timeout=10,
+    )
+    assert "https://evil.example" not in response.headers.get("Access-Control-Allow-Origin", "")
+    assert response.headers.get("Access-Control-Allow-Origin") != "*"
+
+
+def test_an_idle_connection_outlives_uvicorns_default_keep_alive(mlflow_url: str) -> None:
+    """uvicorn closes idle connections after 5 s unless told otherwise: a second
+    request on the same connection after 8 s idle must still be answered on it."""
+    assert int(role_defaults("mlflow")["mlflow_keepalive_timeout"]) > 8
+    url = urllib.parse.urlsplit(mlflow_url)
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    try:
+        connection.request("GET", "/health")
+        first = connection.getresponse()
+        first.read()
+        assert first.status == 200
+        local = connection.sock.getsockname()
+        time.sleep(8)
+        connection.request("GET", "/health")
+        second = connection.getresponse()
+        second.read()
+        assert second.status == 200
+        assert connection.sock.getsockname() == local, "the server closed the idle connection"
+    finally:
+        connection.close()
