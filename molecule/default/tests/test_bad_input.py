@@ -87,6 +87,27 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("vault_mlflow_kek_passphrase", r"32\+ characters", {"vault_mlflow_kek_passphrase": "too short"}),
     ("mlflow_gateway_kek_passphrase", "must be set", {"vault_mlflow_kek_passphrase": ""}),
     ("mlflow_jobs_periodic_host", "host of the mlflow_tracking group", {"mlflow_jobs_periodic_host": "db1"}),
+    ("mlflow_cors_allowed_origins", "(no path)", {"mlflow_cors_allowed_origins": ["https://nb.example/lab"]}),
+    ("mlflow_x_frame_options", "must be one of", {"mlflow_x_frame_options": "ALLOWALL"}),
+    (
+        "mlflow_workspaces_enabled",
+        "3.10.0 or later",
+        {"mlflow_workspaces_enabled": True, "mlflow_version": "3.9.0"},
+    ),
+    (
+        "mlflow_stack_metrics_clients",
+        "addresses or CIDRs",
+        {"mlflow_stack_metrics": True, "mlflow_stack_metrics_clients": ["prometheus.example"]},
+    ),
+    (
+        "vault_minio_metrics_secret_key",
+        "8-40 characters",
+        {
+            "mlflow_stack_metrics": True,
+            "mlflow_stack_metrics_clients": ["10.0.0.5"],
+            "vault_minio_metrics_secret_key": "",
+        },
+    ),
     ("mlflow_auth_default_permission", "must be one of", {"mlflow_auth_default_permission": "ALL"}),
     ("postgresql_mlflow_auth_database", "distinct", {"postgresql_mlflow_auth_database": "mlflow"}),
     ("postgresql_mlflow_password", "12 characters or more", {"postgresql_mlflow_password": "short"}),

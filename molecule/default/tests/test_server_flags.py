@@ -1,5 +1,5 @@
 """MLflow's server flags as the installer sets them: the frame header, the
-cross-origin rule and the keep-alive timeout, seen in the server's answers."""
+cross-origin rule, the keep-alive timeout and telemetry, seen in the server's answers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import time
 import urllib.parse
 
 import requests
-from conftest import role_defaults
+import testinfra.host
+from conftest import main_pid, role_defaults
 
 
 def test_answers_forbid_framing_by_other_sites(mlflow_url: str) -> None:
@@ -46,3 +47,14 @@ def test_an_idle_connection_outlives_uvicorns_default_keep_alive(mlflow_url: str
         assert connection.sock.getsockname() == local, "the server closed the idle connection"
     finally:
         connection.close()
+
+
+def test_the_server_and_its_ui_report_no_usage(host: testinfra.host.Host, mlflow_url: str) -> None:
+    """mlflow_telemetry_enabled false: the workers run with MLFLOW_DISABLE_TELEMETRY
+    and the UI is told to send nothing."""
+    pid = main_pid(host, "mlflow")
+    environment = host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines()
+    assert "MLFLOW_DISABLE_TELEMETRY=true" in environment
+    ui = requests.get(f"{mlflow_url}/ajax-api/3.0/mlflow/ui-telemetry", timeout=10)
+    assert ui.status_code == 200
+    assert ui.json()["disable_ui_telemetry"] is True
