@@ -269,6 +269,16 @@ def test_rolling_restart_fails_no_request(probe: Probe) -> None:
     check_with_lb_log(probe, ("roll", "rolled"), since)
 
 
+@pytest.fixture(scope="module")
+def jobs_on() -> None:
+    """Job execution turned on as a site would (after the availability tests:
+    each server's consumers import MLflow for ~19 CPU-seconds after /health,
+    which slows requests during a roll on these shared two cores)."""
+    result = run_site({"mlflow_jobs_enabled": True})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
+@pytest.mark.usefixtures("jobs_on")
 def test_periodic_tasks_run_on_exactly_the_named_tracking_server() -> None:
     """Job execution on both servers; the periodic-tasks consumer on mn-mlflow2 only
     (mlflow_jobs_periodic_host), as MLflow asks of several replicas."""
@@ -284,6 +294,7 @@ def test_periodic_tasks_run_on_exactly_the_named_tracking_server() -> None:
     assert node("mn-mlflow1").check_output(consumer) == "0"
 
 
+@pytest.mark.usefixtures("jobs_on")
 def test_a_job_submitted_through_the_load_balancer_completes(mlflow_url: str) -> None:
     """An online-scoring job with no scorers: it runs in a server's job consumers
     and succeeds, whichever server the load balancer gave it to."""
