@@ -1,0 +1,488 @@
+"""Benchmark of the deployed tracking tier against a stock `mlflow server`.
+
+Both run on the same host (the lab's container, or a Molecule scenario's),
+against the same PostgreSQL database and MinIO bucket: the stock server is
+MLflow's own command with its default flags, started beside the deployed one as
+a transient systemd unit with the deployed server's environment file and user.
+Rounds alternate between the two, so that noise hits both alike. Every request
+loop is bounded in count and in time, and goes only to the container named.
+
+    bench/bench.py --container mlflow-lab            # the full run
+    bench/bench.py --container mlflow-lab --smoke    # a short check that it works
+
+Prints a Markdown table (deployed, stock, ratio) and writes the numbers as JSON
+into .cache/bench/. Exits 1 when a request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import os
+import pathlib
+import queue
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+import requests
+import yaml
+from botocore.client import BaseClient
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DOCKER = shutil.which("docker") or "/usr/bin/docker"
+STOCK_PORT = 5099
+STOCK_UNIT = "mlflow-bench-stock"
+API = "/api/2.0/mlflow"
+ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
+# Load data, not secrets: the standard generator is what is wanted.
+RNG = random.Random(20261130)  # noqa: S311
+
+# What a client process sends back: its latencies (s) and its failed requests.
+Outcome = tuple[list[float], int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How much work each measurement does (--smoke shrinks all of it)."""
+
+    rounds: int
+    round_seconds: float
+    client_counts: tuple[int, ...]
+    read_runs: int
+    artifact_sizes_mb: tuple[int, ...]
+    max_ops_per_client: int
+
+
+FULL = Settings(3, 20.0, (1, 8, 32), 10_000, (1, 256), 20_000)
+SMOKE = Settings(1, 3.0, (8,), 50, (1,), 2_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Host:
+    """The container both servers run in, and how to reach them."""
+
+    container: str
+    address: str
+    deployed_port: int
+    venv: str
+    database: str
+
+    def run(self, *command: str, user: str = "root", check: bool = True) -> str:
+        result = subprocess.run(
+            [DOCKER, "exec", "-u", user, self.container, *command],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)}: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def url(self, target: str) -> str:
+        port = self.deployed_port if target == "deployed" else STOCK_PORT
+        return f"http://{self.address}:{port}"
+
+    def sessions_opened(self) -> int:
+        """Connections PostgreSQL has opened to the database so far."""
+        query = "SELECT datname, sessions FROM pg_stat_database"
+        rows = self.run("psql", "-AtF", " ", "-c", query, user="postgres").splitlines()
+        counts = dict(row.split() for row in rows if " " in row)
+        return int(counts[self.database])
+
+
+def unit_setting(unit: str, prefix: str) -> str:
+    """The first word after `prefix` in a systemd unit's text."""
+    for line in unit.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(prefix):
+            return stripped[len(prefix) :].split()[0].rstrip("\\")
+    raise RuntimeError(f"no {prefix!r} in the unit")
+
+
+def find_host(container: str) -> Host:
+    inspect = [
+        DOCKER,
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+        container,
+    ]
+    address = subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.split()[0]
+    probe = Host(container, address, 0, "", "")
+    unit = probe.run("systemctl", "cat", "mlflow")
+    environment = probe.run("cat", "/etc/mlflow/mlflow.env")
+    uri = unit_setting(environment.replace("=", " ", 1), "MLFLOW_BACKEND_STORE_URI").strip('"')
+    return Host(
+        container=container,
+        address=address,
+        deployed_port=int(unit_setting(unit, "--port")),
+        venv=unit_setting(unit, "ExecStart=").rsplit("/bin/", 1)[0],
+        database=uri.rsplit("/", 1)[1],
+    )
+
+
+def artifact_destination(host: Host) -> str:
+    """The deployed server's s3://bucket[/prefix]."""
+    unit = host.run("systemctl", "cat", "mlflow")
+    return next(word for word in unit.split() if word.startswith("s3://"))
+
+
+@contextmanager
+def stock_server(host: Host) -> Iterator[None]:
+    """`mlflow server` with MLflow's defaults but for where its stores are: the
+    deployed server's database and bucket (under bench-stock/), environment
+    file and user. A transient unit, stopped at the end."""
+    host.run("systemctl", "stop", STOCK_UNIT, check=False)
+    host.run("systemctl", "reset-failed", STOCK_UNIT, check=False)
+    host.run(
+        "systemd-run", f"--unit={STOCK_UNIT}",
+        "-p", "User=mlflow",
+        "-p", "EnvironmentFile=/etc/mlflow/mlflow.env",
+        "-p", "WorkingDirectory=/var/lib/mlflow",
+        "-p", "Environment=HOME=/var/lib/mlflow",
+        f"{host.venv}/bin/mlflow", "server",
+        # Reachable from the benchmark's own host, as the deployed server is.
+        "--host", "0.0.0.0",  # noqa: S104
+        "--port", str(STOCK_PORT),
+        "--artifacts-destination", f"{artifact_destination(host)}/bench-stock",
+    )  # fmt: skip
+    try:
+        wait_healthy(host.url("stock"), timeout=180)
+        yield
+    finally:
+        host.run("systemctl", "stop", STOCK_UNIT, check=False)
+
+
+def wait_healthy(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"{url} did not answer /health within {timeout} s")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def summary(latencies: list[float], errors: int, elapsed: float) -> dict[str, float]:
+    return {
+        "ops_per_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "errors": float(errors),
+    }
+
+
+def run_clients(
+    count: int, client: Callable[..., None], args: tuple[Any, ...], seconds: float
+) -> tuple[list[float], int, float]:
+    """`count` client processes, each bounded by `seconds` and its own op count;
+    their latencies, failures and the wall time they took together."""
+    results: multiprocessing.Queue[Outcome] = multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=client, args=(*args, results)) for _ in range(count)]
+    started = time.monotonic()
+    for worker in workers:
+        worker.start()
+    latencies: list[float] = []
+    errors = 0
+    for _ in workers:
+        try:
+            batch, failed = results.get(timeout=seconds + 120)
+        except queue.Empty:
+            errors += 1
+            continue
+        latencies.extend(batch)
+        errors += failed
+    elapsed = time.monotonic() - started
+    for worker in workers:
+        worker.join(timeout=30)
+        if worker.is_alive():
+            worker.kill()
+    return latencies, errors, elapsed
+
+
+# --- tracking load -------------------------------------------------------------
+
+
+def tracking_client(
+    url: str, experiment_id: str, seconds: float, max_ops: int, results: multiprocessing.Queue[Outcome]
+) -> None:
+    """One client: log_batch of 10 metrics, and search_runs every 20th call."""
+    session = requests.Session()
+    created = session.post(f"{url}{API}/runs/create", json={"experiment_id": experiment_id}, timeout=30)
+    run_id = created.json()["run"]["info"]["run_id"]
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+    for step in range(max_ops):
+        if time.monotonic() >= deadline:
+            break
+        start = time.perf_counter()
+        try:
+            if step % 20 == 19:
+                search: dict[str, Any] = {"experiment_ids": [experiment_id], "max_results": 50}
+                response = session.post(f"{url}{API}/runs/search", json=search, timeout=30)
+            else:
+                now = int(time.time() * 1000)
+                metrics = [
+                    {"key": f"m{k}", "value": RNG.random(), "timestamp": now, "step": step} for k in range(10)
+                ]
+                batch: dict[str, Any] = {"run_id": run_id, "metrics": metrics}
+                response = session.post(f"{url}{API}/runs/log-batch", json=batch, timeout=30)
+            ok = response.status_code == 200
+        except requests.RequestException:
+            ok = False
+        latencies.append(time.perf_counter() - start)
+        errors += 0 if ok else 1
+    results.put((latencies, errors))
+
+
+def tracking_round(host: Host, target: str, clients: int, settings: Settings) -> dict[str, float]:
+    url = host.url(target)
+    name = f"bench-{target}-{uuid.uuid4().hex[:8]}"
+    experiment = requests.post(f"{url}{API}/experiments/create", json={"name": name}, timeout=30).json()
+    sessions = host.sessions_opened()
+    args = (url, experiment["experiment_id"], settings.round_seconds, settings.max_ops_per_client)
+    latencies, errors, elapsed = run_clients(clients, tracking_client, args, settings.round_seconds)
+    result = summary(latencies, errors, elapsed)
+    result["pg_connections_per_s"] = (host.sessions_opened() - sessions) / elapsed
+    return result
+
+
+# --- read-heavy load -----------------------------------------------------------
+
+
+def populate(host: Host, runs: int) -> tuple[str, list[str]]:
+    """An experiment with `runs` runs (a param, a metric, a tag each), written
+    through the deployed server; both servers read it from the same database."""
+    url = host.url("deployed")
+    session = requests.Session()
+    name = f"bench-read-{uuid.uuid4().hex[:8]}"
+    experiment: str = session.post(f"{url}{API}/experiments/create", json={"name": name}, timeout=30).json()[
+        "experiment_id"
+    ]
+    run_ids = []
+    for index in range(runs):
+        created = session.post(f"{url}{API}/runs/create", json={"experiment_id": experiment}, timeout=30)
+        run_id: str = created.json()["run"]["info"]["run_id"]
+        batch: dict[str, Any] = {
+            "run_id": run_id,
+            "params": [{"key": "lr", "value": str(index % 7)}],
+            "metrics": [{"key": "loss", "value": 1.0 / (index + 1), "timestamp": 0, "step": 0}],
+            "tags": [{"key": "team", "value": f"t{index % 5}"}],
+        }
+        session.post(f"{url}{API}/runs/log-batch", json=batch, timeout=30).raise_for_status()
+        run_ids.append(run_id)
+    return experiment, run_ids
+
+
+def read_client(
+    url: str,
+    experiment_id: str,
+    run_ids: list[str],
+    seconds: float,
+    max_ops: int,
+    results: multiprocessing.Queue[Outcome],
+) -> None:
+    """One reader: a filtered search_runs, then a get_run, in turn."""
+    session = requests.Session()
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+    search: dict[str, Any] = {
+        "experiment_ids": [experiment_id],
+        "filter": "params.lr = '3'",
+        "max_results": 100,
+    }
+    for step in range(max_ops):
+        if time.monotonic() >= deadline:
+            break
+        start = time.perf_counter()
+        try:
+            if step % 2 == 0:
+                response = session.post(f"{url}{API}/runs/search", json=search, timeout=30)
+            else:
+                run = {"run_id": RNG.choice(run_ids)}
+                response = session.get(f"{url}{API}/runs/get", params=run, timeout=30)
+            ok = response.status_code == 200
+        except requests.RequestException:
+            ok = False
+        latencies.append(time.perf_counter() - start)
+        errors += 0 if ok else 1
+    results.put((latencies, errors))
+
+
+def read_round(host: Host, target: str, data: tuple[str, list[str]], settings: Settings) -> dict[str, float]:
+    args = (host.url(target), data[0], data[1], settings.round_seconds, settings.max_ops_per_client)
+    latencies, errors, elapsed = run_clients(8, read_client, args, settings.round_seconds)
+    return summary(latencies, errors, elapsed)
+
+
+# --- artifacts -----------------------------------------------------------------
+
+
+def artifact_round(
+    host: Host, target: str, path: pathlib.Path, size_mb: int, s3: BaseClient, bucket: str
+) -> dict[str, float]:
+    """Upload then download one file: through a server's artifact proxy, or
+    (target "minio") straight to MinIO with MLflow's keys."""
+    key = f"bench/{target}-{uuid.uuid4().hex[:8]}.bin"
+    url = f"{host.url(target)}{ARTIFACTS}/{key}"
+    start = time.perf_counter()
+    if target == "minio":
+        s3.upload_file(str(path), bucket, key)
+    else:
+        with path.open("rb") as body:
+            requests.put(url, data=body, timeout=600).raise_for_status()
+    upload = time.perf_counter() - start
+    start = time.perf_counter()
+    if target == "minio":
+        received = len(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    else:
+        with requests.get(url, timeout=600, stream=True) as response:
+            response.raise_for_status()
+            received = sum(len(chunk) for chunk in response.iter_content(1 << 20))
+    download = time.perf_counter() - start
+    if received != size_mb << 20:
+        raise RuntimeError(f"{target}: downloaded {received} bytes of {size_mb << 20}")
+    return {"upload_mb_per_s": size_mb / upload, "download_mb_per_s": size_mb / download}
+
+
+def s3_client(host: Host, secrets: pathlib.Path) -> tuple[BaseClient, str]:
+    """MLflow's own MinIO keys (the site's vault values), and its bucket."""
+    values = yaml.safe_load(secrets.read_text())
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://{host.address}:9000",
+        aws_access_key_id=values["vault_minio_mlflow_access_key"],
+        aws_secret_access_key=values["vault_minio_mlflow_secret_key"],
+        region_name="us-east-1",
+    )
+    return client, artifact_destination(host)[len("s3://") :].split("/")[0]
+
+
+# --- resources -----------------------------------------------------------------
+
+
+def service_rss_mb(host: Host, unit: str) -> float:
+    """Resident memory of every process of a unit (its cgroup), in MB."""
+    group = host.run("systemctl", "show", "-p", "ControlGroup", "--value", unit)
+    total_kb = 0
+    for pid in host.run("cat", f"/sys/fs/cgroup/systemd{group}/cgroup.procs").split():
+        for line in host.run("cat", f"/proc/{pid}/status", check=False).splitlines():
+            if line.startswith("VmRSS:"):
+                total_kb += int(line.split()[1])
+    return total_kb / 1024
+
+
+# --- the run -------------------------------------------------------------------
+
+
+def alternate(rounds: int, measure: Callable[[str], dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Medians over `rounds` rounds of each target, deployed and stock taking turns."""
+    samples: dict[str, list[dict[str, float]]] = {"deployed": [], "stock": []}
+    for index in range(rounds):
+        for target in ("deployed", "stock") if index % 2 == 0 else ("stock", "deployed"):
+            samples[target].append(measure(target))
+    return {
+        target: {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+        for target, rows in samples.items()
+    }
+
+
+def measure(host: Host, settings: Settings, secrets: pathlib.Path) -> dict[str, Any]:
+    report: dict[str, Any] = {"settings": dataclasses.asdict(settings), "container": host.container}
+    with stock_server(host):
+        report["rss_mb_idle"] = {
+            "deployed": service_rss_mb(host, "mlflow"),
+            "stock": service_rss_mb(host, STOCK_UNIT),
+        }
+        for clients in settings.client_counts:
+
+            def tracking(target: str, clients: int = clients) -> dict[str, float]:
+                return tracking_round(host, target, clients, settings)
+
+            report[f"tracking_{clients}_clients"] = alternate(settings.rounds, tracking)
+        data = populate(host, settings.read_runs)
+        report["read_heavy"] = alternate(
+            settings.rounds, lambda target: read_round(host, target, data, settings)
+        )
+        s3, bucket = s3_client(host, secrets)
+        with tempfile.TemporaryDirectory() as scratch:
+            for size in settings.artifact_sizes_mb:
+                path = pathlib.Path(scratch) / f"{size}.bin"
+                with path.open("wb") as out:
+                    for _ in range(size):
+                        out.write(os.urandom(1 << 20))
+                targets = ("deployed", "stock", "minio")
+                report[f"artifact_{size}mb"] = {
+                    t: artifact_round(host, t, path, size, s3, bucket) for t in targets
+                }
+        report["rss_mb_loaded"] = {
+            "deployed": service_rss_mb(host, "mlflow"),
+            "stock": service_rss_mb(host, STOCK_UNIT),
+        }
+    return report
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print("| measurement | deployed | stock | deployed / stock |")
+    print("|---|---|---|---|")
+    for key, value in report.items():
+        if not isinstance(value, dict) or "deployed" not in value:
+            continue
+        deployed, stock = value["deployed"], value["stock"]
+        if isinstance(deployed, float):
+            print(f"| {key} | {deployed:.0f} | {stock:.0f} | {deployed / stock:.2f} |")
+            continue
+        for metric in deployed:
+            ratio = deployed[metric] / stock[metric] if stock[metric] else float("nan")
+            print(f"| {key} {metric} | {deployed[metric]:.1f} | {stock[metric]:.1f} | {ratio:.2f} |")
+        for metric, direct in value.get("minio", {}).items():
+            print(
+                f"| {key} {metric}, MinIO direct | {direct:.1f} | | {deployed[metric] / direct:.2f} of it |"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--container", default="mlflow-lab", help="the container running the deployed stack")
+    parser.add_argument(
+        "--secrets", default=str(ROOT / ".lab" / "secrets.yml"), help="the site's vault values"
+    )
+    parser.add_argument("--smoke", action="store_true", help="one short round of each measurement")
+    args = parser.parse_args()
+    report = measure(find_host(args.container), SMOKE if args.smoke else FULL, pathlib.Path(args.secrets))
+    print_table(report)
+    out = ROOT / ".cache" / "bench" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nnumbers: {out}")
+    loads = [value for key, value in report.items() if key.startswith(("tracking", "read"))]
+    sys.exit(1 if any(row["errors"] for load in loads for row in load.values()) else 0)
+
+
+if __name__ == "__main__":
+    main()
