@@ -384,11 +384,42 @@ def s3_client(host: Host, secrets: pathlib.Path) -> tuple[BaseClient, str]:
 # --- resources -----------------------------------------------------------------
 
 
+def unit_pids(host: Host, unit: str) -> list[str]:
+    group = host.run("systemctl", "show", "-p", "ControlGroup", "--value", unit)
+    return host.run("cat", f"/sys/fs/cgroup/systemd{group}/cgroup.procs").split()
+
+
+def service_cpu_seconds(host: Host, unit: str) -> float:
+    """CPU time (user + system) of the unit's live processes."""
+    total = 0
+    for pid in unit_pids(host, unit):
+        fields = host.run("cat", f"/proc/{pid}/stat", check=False).rsplit(")", 1)[-1].split()
+        if len(fields) > 12:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(host: Host, unit: str, timeout: float = 240, window: float = 5, cores: float = 0.15) -> float:
+    """Seconds until the unit uses less than `cores` CPU over `window` seconds:
+    a server's start-up (MLflow's job consumers import it for ~20 CPU-seconds
+    after /health) must not overlap a measurement."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        before = service_cpu_seconds(host, unit)
+        time.sleep(window)
+        if service_cpu_seconds(host, unit) - before < cores * window:
+            return time.monotonic() - started
+    raise RuntimeError(f"{unit} still busy after {timeout} s")
+
+
+def rss(host: Host) -> dict[str, float]:
+    return {"deployed": service_rss_mb(host, "mlflow"), "stock": service_rss_mb(host, STOCK_UNIT)}
+
+
 def service_rss_mb(host: Host, unit: str) -> float:
     """Resident memory of every process of a unit (its cgroup), in MB."""
-    group = host.run("systemctl", "show", "-p", "ControlGroup", "--value", unit)
     total_kb = 0
-    for pid in host.run("cat", f"/sys/fs/cgroup/systemd{group}/cgroup.procs").split():
+    for pid in unit_pids(host, unit):
         for line in host.run("cat", f"/proc/{pid}/status", check=False).splitlines():
             if line.startswith("VmRSS:"):
                 total_kb += int(line.split()[1])
@@ -413,10 +444,8 @@ def alternate(rounds: int, measure: Callable[[str], dict[str, float]]) -> dict[s
 def measure(host: Host, settings: Settings, secrets: pathlib.Path) -> dict[str, Any]:
     report: dict[str, Any] = {"settings": dataclasses.asdict(settings), "container": host.container}
     with stock_server(host):
-        report["rss_mb_idle"] = {
-            "deployed": service_rss_mb(host, "mlflow"),
-            "stock": service_rss_mb(host, STOCK_UNIT),
-        }
+        report["settle_s"] = {"deployed": wait_quiet(host, "mlflow"), "stock": wait_quiet(host, STOCK_UNIT)}
+        report["rss_mb_idle"] = rss(host)
         for clients in settings.client_counts:
 
             def tracking(target: str, clients: int = clients) -> dict[str, float]:
@@ -438,10 +467,7 @@ def measure(host: Host, settings: Settings, secrets: pathlib.Path) -> dict[str, 
                 report[f"artifact_{size}mb"] = {
                     t: artifact_round(host, t, path, size, s3, bucket) for t in targets
                 }
-        report["rss_mb_loaded"] = {
-            "deployed": service_rss_mb(host, "mlflow"),
-            "stock": service_rss_mb(host, STOCK_UNIT),
-        }
+        report["rss_mb_loaded"] = rss(host)
     return report
 
 
