@@ -67,6 +67,8 @@ class Settings:
 
 FULL = Settings(3, 20.0, (1, 8, 32), 10_000, (1, 256), 20_000)
 SMOKE = Settings(1, 3.0, (8,), 50, (1,), 2_000)
+# For comparing one setting against another: 8 clients, reads, 256 MB.
+QUICK = Settings(3, 10.0, (8,), 2_000, (256,), 20_000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +80,7 @@ class Host:
     deployed_port: int
     venv: str
     database: str
+    workers: int
 
     def run(self, *command: str, user: str = "root", check: bool = True) -> str:
         result = subprocess.run(
@@ -112,15 +115,8 @@ def unit_setting(unit: str, prefix: str) -> str:
 
 
 def find_host(container: str) -> Host:
-    inspect = [
-        DOCKER,
-        "inspect",
-        "-f",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-        container,
-    ]
-    address = subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.split()[0]
-    probe = Host(container, address, 0, "", "")
+    address = container_address(container)
+    probe = Host(container, address, 0, "", "", 0)
     unit = probe.run("systemctl", "cat", "mlflow")
     environment = probe.run("cat", "/etc/mlflow/mlflow.env")
     uri = unit_setting(environment.replace("=", " ", 1), "MLFLOW_BACKEND_STORE_URI").strip('"')
@@ -130,6 +126,7 @@ def find_host(container: str) -> Host:
         deployed_port=int(unit_setting(unit, "--port")),
         venv=unit_setting(unit, "ExecStart=").rsplit("/bin/", 1)[0],
         database=uri.rsplit("/", 1)[1],
+        workers=int(unit_setting(unit, "--workers")),
     )
 
 
@@ -141,9 +138,10 @@ def artifact_destination(host: Host) -> str:
 
 @contextmanager
 def stock_server(host: Host) -> Iterator[None]:
-    """`mlflow server` with MLflow's defaults but for where its stores are: the
-    deployed server's database and bucket (under bench-stock/), environment
-    file and user. A transient unit, stopped at the end."""
+    """`mlflow server` with MLflow's defaults but for where its stores are (the
+    deployed server's database and bucket, under bench-stock/, environment file
+    and user) and its worker count, which is the deployed server's: the
+    comparison is per worker. A transient unit, stopped at the end."""
     host.run("systemctl", "stop", STOCK_UNIT, check=False)
     host.run("systemctl", "reset-failed", STOCK_UNIT, check=False)
     host.run(
@@ -156,6 +154,7 @@ def stock_server(host: Host) -> Iterator[None]:
         # Reachable from the benchmark's own host, as the deployed server is.
         "--host", "0.0.0.0",  # noqa: S104
         "--port", str(STOCK_PORT),
+        "--workers", str(host.workers),
         "--artifacts-destination", f"{artifact_destination(host)}/bench-stock",
     )  # fmt: skip
     try:
@@ -257,14 +256,19 @@ def tracking_client(
     results.put((latencies, errors))
 
 
-def tracking_round(host: Host, target: str, clients: int, settings: Settings) -> dict[str, float]:
-    url = host.url(target)
-    name = f"bench-{target}-{uuid.uuid4().hex[:8]}"
+def tracking_load(url: str, clients: int, settings: Settings) -> tuple[dict[str, float], float]:
+    """`clients` tracking clients on a fresh experiment: their summary, and
+    the wall time they took."""
+    name = f"bench-{uuid.uuid4().hex[:8]}"
     experiment = requests.post(f"{url}{API}/experiments/create", json={"name": name}, timeout=30).json()
-    sessions = host.sessions_opened()
     args = (url, experiment["experiment_id"], settings.round_seconds, settings.max_ops_per_client)
     latencies, errors, elapsed = run_clients(clients, tracking_client, args, settings.round_seconds)
-    result = summary(latencies, errors, elapsed)
+    return summary(latencies, errors, elapsed), elapsed
+
+
+def tracking_round(host: Host, target: str, clients: int, settings: Settings) -> dict[str, float]:
+    sessions = host.sessions_opened()
+    result, elapsed = tracking_load(host.url(target), clients, settings)
     result["pg_connections_per_s"] = (host.sessions_opened() - sessions) / elapsed
     return result
 
@@ -272,17 +276,12 @@ def tracking_round(host: Host, target: str, clients: int, settings: Settings) ->
 # --- read-heavy load -----------------------------------------------------------
 
 
-def populate(host: Host, runs: int) -> tuple[str, list[str]]:
-    """An experiment with `runs` runs (a param, a metric, a tag each), written
-    through the deployed server; both servers read it from the same database."""
-    url = host.url("deployed")
+def populate_client(
+    url: str, experiment: str, indexes: range, results: multiprocessing.Queue[list[str]]
+) -> None:
     session = requests.Session()
-    name = f"bench-read-{uuid.uuid4().hex[:8]}"
-    experiment: str = session.post(f"{url}{API}/experiments/create", json={"name": name}, timeout=30).json()[
-        "experiment_id"
-    ]
     run_ids = []
-    for index in range(runs):
+    for index in indexes:
         created = session.post(f"{url}{API}/runs/create", json={"experiment_id": experiment}, timeout=30)
         run_id: str = created.json()["run"]["info"]["run_id"]
         batch: dict[str, Any] = {
@@ -293,6 +292,31 @@ def populate(host: Host, runs: int) -> tuple[str, list[str]]:
         }
         session.post(f"{url}{API}/runs/log-batch", json=batch, timeout=30).raise_for_status()
         run_ids.append(run_id)
+    results.put(run_ids)
+
+
+def populate(host: Host, runs: int, clients: int = 8) -> tuple[str, list[str]]:
+    """An experiment with `runs` runs (a param, a metric, a tag each), written
+    through the deployed server by `clients` processes; both servers read it
+    from the same database."""
+    url = host.url("deployed")
+    name = f"bench-read-{uuid.uuid4().hex[:8]}"
+    created = requests.post(f"{url}{API}/experiments/create", json={"name": name}, timeout=30)
+    experiment: str = created.json()["experiment_id"]
+    results: multiprocessing.Queue[list[str]] = multiprocessing.Queue()
+    workers = [
+        multiprocessing.Process(
+            target=populate_client, args=(url, experiment, range(k, runs, clients), results)
+        )
+        for k in range(clients)
+    ]
+    for worker in workers:
+        worker.start()
+    run_ids = [run_id for _ in workers for run_id in results.get(timeout=1800)]
+    for worker in workers:
+        worker.join(timeout=30)
+    if len(run_ids) != runs:
+        raise RuntimeError(f"populated {len(run_ids)} runs of {runs}")
     return experiment, run_ids
 
 
@@ -341,28 +365,88 @@ def read_round(host: Host, target: str, data: tuple[str, list[str]], settings: S
 # --- artifacts -----------------------------------------------------------------
 
 
+# What a client sets to move large artifacts straight between itself and
+# MinIO through presigned URLs (MLflow 3.17 servers offer them for S3 stores;
+# clients use them from 500 MB by default). scripts/lab writes the same into
+# .lab/env, and the README's Performance section explains them.
+CLIENT_ENV = {
+    "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "true",
+    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "true",
+    "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(64 << 20),
+    "MLFLOW_MULTIPART_DOWNLOAD_MINIMUM_FILE_SIZE": str(64 << 20),
+    "MLFLOW_MULTIPART_DOWNLOAD_CHUNK_SIZE": str(16 << 20),
+}
+
+
+@contextmanager
+def client_environment() -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in CLIENT_ENV}
+    os.environ.update(CLIENT_ENV)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def client_transfer(host: Host, path: pathlib.Path, scratch: pathlib.Path) -> tuple[float, float, int]:
+    """Upload and download through MLflow's own client (mlflow-artifacts:) on
+    the deployed server, with CLIENT_ENV: seconds each, bytes received."""
+    # Imported here: MLflow's import is slow, and only this measurement needs it.
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+    root = f"mlflow-artifacts://{host.address}:{host.deployed_port}/bench/client-{uuid.uuid4().hex[:8]}"
+    with client_environment():
+        repository = MlflowArtifactsRepository(root, tracking_uri=host.url("deployed"))
+        start = time.perf_counter()
+        repository.log_artifact(str(path))  # type: ignore[no-untyped-call]
+        upload = time.perf_counter() - start
+        target = scratch / f"download-{uuid.uuid4().hex[:8]}"
+        target.mkdir()
+        start = time.perf_counter()
+        local = repository.download_artifacts(path.name, str(target))  # type: ignore[no-untyped-call]
+        download = time.perf_counter() - start
+    received = pathlib.Path(local).stat().st_size
+    shutil.rmtree(target)
+    return upload, download, received
+
+
 def artifact_round(
     host: Host, target: str, path: pathlib.Path, size_mb: int, s3: BaseClient, bucket: str
 ) -> dict[str, float]:
-    """Upload then download one file: through a server's artifact proxy, or
-    (target "minio") straight to MinIO with MLflow's keys."""
+    """Upload then download one file: through a server's artifact proxy with
+    plain HTTP, through MLflow's client with CLIENT_ENV (target "client", the
+    deployed server), or straight to MinIO with MLflow's keys ("minio")."""
     key = f"bench/{target}-{uuid.uuid4().hex[:8]}.bin"
-    url = f"{host.url(target)}{ARTIFACTS}/{key}"
-    start = time.perf_counter()
-    if target == "minio":
+    # Every download lands in a file, as a client's does.
+    copy = path.with_name(f"copy-{uuid.uuid4().hex[:8]}")
+    if target == "client":
+        upload, download, received = client_transfer(host, path, path.parent)
+    elif target == "minio":
+        start = time.perf_counter()
         s3.upload_file(str(path), bucket, key)
+        upload = time.perf_counter() - start
+        start = time.perf_counter()
+        s3.download_file(bucket, key, str(copy))
+        download = time.perf_counter() - start
+        received = copy.stat().st_size
     else:
+        url = f"{host.url(target)}{ARTIFACTS}/{key}"
+        start = time.perf_counter()
         with path.open("rb") as body:
             requests.put(url, data=body, timeout=600).raise_for_status()
-    upload = time.perf_counter() - start
-    start = time.perf_counter()
-    if target == "minio":
-        received = len(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    else:
-        with requests.get(url, timeout=600, stream=True) as response:
+        upload = time.perf_counter() - start
+        start = time.perf_counter()
+        with requests.get(url, timeout=600, stream=True) as response, copy.open("wb") as out:
             response.raise_for_status()
-            received = sum(len(chunk) for chunk in response.iter_content(1 << 20))
-    download = time.perf_counter() - start
+            for chunk in response.iter_content(1 << 20):
+                out.write(chunk)
+        download = time.perf_counter() - start
+        received = copy.stat().st_size
+    copy.unlink(missing_ok=True)
     if received != size_mb << 20:
         raise RuntimeError(f"{target}: downloaded {received} bytes of {size_mb << 20}")
     return {"upload_mb_per_s": size_mb / upload, "download_mb_per_s": size_mb / download}
@@ -463,12 +547,95 @@ def measure(host: Host, settings: Settings, secrets: pathlib.Path) -> dict[str, 
                 with path.open("wb") as out:
                     for _ in range(size):
                         out.write(os.urandom(1 << 20))
-                targets = ("deployed", "stock", "minio")
+                targets = ("deployed", "stock", "client", "minio")
                 report[f"artifact_{size}mb"] = {
                     t: artifact_round(host, t, path, size, s3, bucket) for t in targets
                 }
         report["rss_mb_loaded"] = rss(host)
     return report
+
+
+# --- scale-out ------------------------------------------------------------------
+
+
+def container_address(container: str) -> str:
+    inspect = [
+        DOCKER,
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+        container,
+    ]
+    return subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.split()[0]
+
+
+def balancer_url(lb: Host) -> str:
+    """HAProxy's MLflow frontend: the port bound in its `frontend mlflow`."""
+    config = lb.run("cat", "/etc/haproxy/haproxy.cfg").split("frontend mlflow", 1)[1]
+    port = unit_setting(config, "bind :")
+    return f"http://{lb.address}:{port}"
+
+
+def serve_with(servers: list[Host], count: int, lb: Host) -> None:
+    """Runs MLflow on the first `count` tracking servers only, and waits until
+    HAProxy sees it that way and the started servers are quiet."""
+    for index, server in enumerate(servers):
+        state = server.run("systemctl", "is-active", "mlflow", check=False)
+        if index < count and state != "active":
+            server.run("systemctl", "start", "mlflow")
+            wait_healthy(f"http://{server.address}:{server.deployed_port}", timeout=180)
+            wait_quiet(server, "mlflow")
+        elif index >= count and state == "active":
+            server.run("systemctl", "stop", "mlflow")
+    # HAProxy's checks (fall 2, rise 2, every 2 s) follow within seconds.
+    time.sleep(10)
+    stats = lb.run(
+        "sh",
+        "-c",
+        "echo 'show servers state mlflow_tracking' | socat stdio /run/haproxy/admin.sock",
+        check=False,
+    )
+    if stats:
+        up = sum(1 for line in stats.splitlines()[2:] if len(line.split()) > 5 and line.split()[5] == "2")
+        if up != count:
+            raise RuntimeError(f"HAProxy has {up} tracking servers up, expected {count}")
+
+
+def scale_out(lb_name: str, server_names: list[str], cpus: float, settings: Settings) -> dict[str, Any]:
+    """Throughput through HAProxy with 1, then 2 (or more) tracking servers,
+    each container held to `cpus` CPUs (docker update --cpus), rounds
+    alternating: the ratio is what a second server adds."""
+    lb = find_host_plain(lb_name)
+    servers = [find_host(name) for name in server_names]
+    url = balancer_url(lb)
+    clients = 8 * len(servers)
+    counts = (len(servers), 1, 1, len(servers)) if settings.rounds > 1 else (len(servers), 1)
+    samples: dict[int, list[dict[str, float]]] = {1: [], len(servers): []}
+    for server in servers:
+        subprocess.run(
+            [DOCKER, "update", "--cpus", str(cpus), server.container], check=True, capture_output=True
+        )
+    try:
+        for count in counts:
+            serve_with(servers, count, lb)
+            samples[count].append(tracking_load(url, clients, settings)[0])
+    finally:
+        for server in servers:
+            subprocess.run(
+                [DOCKER, "update", "--cpus", "0", server.container], check=True, capture_output=True
+            )
+        serve_with(servers, len(servers), lb)
+    medians = {
+        f"{count}_servers": {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+        for count, rows in samples.items()
+    }
+    one, many = medians["1_servers"]["ops_per_s"], medians[f"{len(servers)}_servers"]["ops_per_s"]
+    return {"cpus_per_server": cpus, "clients": clients, **medians, "ratio": many / one}
+
+
+def find_host_plain(container: str) -> Host:
+    """A container that runs no tracking server (the load balancer)."""
+    return Host(container, container_address(container), 0, "", "", 0)
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -485,9 +652,10 @@ def print_table(report: dict[str, Any]) -> None:
             ratio = deployed[metric] / stock[metric] if stock[metric] else float("nan")
             print(f"| {key} {metric} | {deployed[metric]:.1f} | {stock[metric]:.1f} | {ratio:.2f} |")
         for metric, direct in value.get("minio", {}).items():
-            print(
-                f"| {key} {metric}, MinIO direct | {direct:.1f} | | {deployed[metric] / direct:.2f} of it |"
-            )
+            client = value["client"][metric]
+            print(f"| {key} {metric}, MinIO direct | {direct:.1f} | | |")
+            print(f"| {key} {metric}, deployed proxy / direct | | | {deployed[metric] / direct:.2f} |")
+            print(f"| {key} {metric}, MLflow client (presigned) | {client:.1f} | | {client / direct:.2f} |")
 
 
 def main() -> None:
@@ -499,8 +667,28 @@ def main() -> None:
         "--secrets", default=str(ROOT / ".lab" / "secrets.yml"), help="the site's vault values"
     )
     parser.add_argument("--smoke", action="store_true", help="one short round of each measurement")
+    parser.add_argument(
+        "--quick", action="store_true", help="8 clients, reads over 2,000 runs, 256 MB: A/B checks"
+    )
+    parser.add_argument(
+        "--scale-out",
+        metavar="LB:SERVER,SERVER",
+        help="instead: throughput through HAProxy (container LB) with 1, then all of the tracking servers",
+    )
+    parser.add_argument("--cpus", type=float, default=0.5, help="--scale-out: CPUs per tracking container")
     args = parser.parse_args()
-    report = measure(find_host(args.container), SMOKE if args.smoke else FULL, pathlib.Path(args.secrets))
+    settings = SMOKE if args.smoke else QUICK if args.quick else FULL
+    if args.scale_out:
+        lb, servers = args.scale_out.split(":", 1)
+        report = scale_out(lb, servers.split(","), args.cpus, settings)
+        print(json.dumps(report, indent=2))
+        out = ROOT / ".cache" / "bench" / f"scale-out-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print(f"\nnumbers: {out}")
+        rows = [value for key, value in report.items() if key.endswith("_servers")]
+        sys.exit(1 if any(row["errors"] for row in rows) else 0)
+    report = measure(find_host(args.container), settings, pathlib.Path(args.secrets))
     print_table(report)
     out = ROOT / ".cache" / "bench" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

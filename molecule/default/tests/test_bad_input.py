@@ -24,7 +24,9 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("mlflow_port", "1-65535", {"mlflow_port": 70000}),
     ("mlflow_port", "unable to convert to int", {"mlflow_port": "abc"}),
     ("mlflow_port", "share a port", {"mlflow_port": 9000}),  # taken by MinIO on the same host
-    ("mlflow_workers", "at least 1", {"mlflow_workers": 0}),
+    ("mlflow_workers", r"0 \(one per vCPU\) or more", {"mlflow_workers": -1}),
+    ("mlflow_db_concurrency", "exceeds mlflow_backend_max_connections", {"mlflow_db_concurrency": 4000}),
+    ("postgresql_settings", "may not set", {"postgresql_settings": {"fsync": "off"}}),
     ("mlflow_artifacts_mode", "must be one of", {"mlflow_artifacts_mode": "ftp"}),
     ("mlflow_version", "exact version", {"mlflow_version": "latest"}),
     ("mlflow_s3_bucket", "not a valid S3 bucket name", {"mlflow_s3_bucket": "Bad_Bucket"}),

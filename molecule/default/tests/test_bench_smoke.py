@@ -37,7 +37,7 @@ def test_the_benchmark_smoke_run_measures_both_servers(host: testinfra.host.Host
         for target in ("deployed", "stock"):
             assert report[key][target]["ops_per_s"] > 0, (key, target)
             assert report[key][target]["errors"] == 0, (key, target)
-    for target in ("deployed", "stock", "minio"):
+    for target in ("deployed", "stock", "client", "minio"):
         assert report["artifact_1mb"][target]["upload_mb_per_s"] > 0, target
     assert report["rss_mb_idle"]["deployed"] > 50
     assert report["rss_mb_idle"]["stock"] > 50
