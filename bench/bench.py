@@ -223,13 +223,9 @@ def run_clients(
 # --- tracking load -------------------------------------------------------------
 
 
-def tracking_client(
-    url: str, experiment_id: str, seconds: float, max_ops: int, results: multiprocessing.Queue[Outcome]
-) -> None:
-    """One client: log_batch of 10 metrics, and search_runs every 20th call."""
-    session = requests.Session()
-    created = session.post(f"{url}{API}/runs/create", json={"experiment_id": experiment_id}, timeout=30)
-    run_id = created.json()["run"]["info"]["run_id"]
+def timed_requests(request: Callable[[int], requests.Response], seconds: float, max_ops: int) -> Outcome:
+    """Calls request(step) until `seconds` have passed or `max_ops` calls were
+    made: each call's latency, and how many failed."""
     latencies: list[float] = []
     errors = 0
     deadline = time.monotonic() + seconds
@@ -238,22 +234,35 @@ def tracking_client(
             break
         start = time.perf_counter()
         try:
-            if step % 20 == 19:
-                search: dict[str, Any] = {"experiment_ids": [experiment_id], "max_results": 50}
-                response = session.post(f"{url}{API}/runs/search", json=search, timeout=30)
-            else:
-                now = int(time.time() * 1000)
-                metrics = [
-                    {"key": f"m{k}", "value": RNG.random(), "timestamp": now, "step": step} for k in range(10)
-                ]
-                batch: dict[str, Any] = {"run_id": run_id, "metrics": metrics}
-                response = session.post(f"{url}{API}/runs/log-batch", json=batch, timeout=30)
-            ok = response.status_code == 200
+            ok = request(step).status_code == 200
         except requests.RequestException:
             ok = False
         latencies.append(time.perf_counter() - start)
         errors += 0 if ok else 1
-    results.put((latencies, errors))
+    return latencies, errors
+
+
+def tracking_client(
+    url: str, experiment_id: str, seconds: float, max_ops: int, results: multiprocessing.Queue[Outcome]
+) -> None:
+    """One client: log_batch of 10 metrics, and search_runs every 20th call."""
+    session = requests.Session()
+    created = session.post(f"{url}{API}/runs/create", json={"experiment_id": experiment_id}, timeout=30)
+    run_id = created.json()["run"]["info"]["run_id"]
+    search: dict[str, Any] = {"experiment_ids": [experiment_id], "max_results": 50}
+
+    def request(step: int) -> requests.Response:
+        if step % 20 == 19:
+            return session.post(f"{url}{API}/runs/search", json=search, timeout=30)
+        now = int(time.time() * 1000)
+        metrics: list[dict[str, Any]] = [
+            {"key": f"m{k}", "value": RNG.random(), "timestamp": now, "step": step} for k in range(10)
+        ]
+        return session.post(
+            f"{url}{API}/runs/log-batch", json={"run_id": run_id, "metrics": metrics}, timeout=30
+        )
+
+    results.put(timed_requests(request, seconds, max_ops))
 
 
 def tracking_load(url: str, clients: int, settings: Settings) -> tuple[dict[str, float], float]:
@@ -330,30 +339,18 @@ def read_client(
 ) -> None:
     """One reader: a filtered search_runs, then a get_run, in turn."""
     session = requests.Session()
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.monotonic() + seconds
     search: dict[str, Any] = {
         "experiment_ids": [experiment_id],
         "filter": "params.lr = '3'",
         "max_results": 100,
     }
-    for step in range(max_ops):
-        if time.monotonic() >= deadline:
-            break
-        start = time.perf_counter()
-        try:
-            if step % 2 == 0:
-                response = session.post(f"{url}{API}/runs/search", json=search, timeout=30)
-            else:
-                run = {"run_id": RNG.choice(run_ids)}
-                response = session.get(f"{url}{API}/runs/get", params=run, timeout=30)
-            ok = response.status_code == 200
-        except requests.RequestException:
-            ok = False
-        latencies.append(time.perf_counter() - start)
-        errors += 0 if ok else 1
-    results.put((latencies, errors))
+
+    def request(step: int) -> requests.Response:
+        if step % 2 == 0:
+            return session.post(f"{url}{API}/runs/search", json=search, timeout=30)
+        return session.get(f"{url}{API}/runs/get", params={"run_id": RNG.choice(run_ids)}, timeout=30)
+
+    results.put(timed_requests(request, seconds, max_ops))
 
 
 def read_round(host: Host, target: str, data: tuple[str, list[str]], settings: Settings) -> dict[str, float]:
