@@ -147,42 +147,86 @@ def rotate(
     extra_vars: dict[str, Any],
     verbosity: list[str],
     mlflow_url: str,
-    new: tuple[str, str],
-    old: tuple[str, str],
+    logins: list[tuple[tuple[str, str], tuple[str, str]]],
     watched: list[str],
 ) -> None:
-    """One site.yml run that changes the admin password from `old` to `new`."""
+    """One site.yml run that changes each user's password: for each (new, old)
+    of `logins`, the new one logs in afterwards and the old one gets 401."""
     current = f"{mlflow_url}/api/2.0/mlflow/users/current"
     with sampled_process_arguments(host) as samples:
         result = run_site(extra_vars, *verbosity)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Set the admin password" in output
-    assert requests.get(current, auth=new, timeout=10).status_code == 200
-    assert requests.get(current, auth=old, timeout=10).status_code == 401
+    for new, old in logins:
+        assert requests.get(current, auth=new, timeout=10).status_code == 200, (
+            f"{new[0]} with the new password"
+        )
+        assert requests.get(current, auth=old, timeout=10).status_code == 401, (
+            f"{old[0]} with the old password"
+        )
     assert_clean(output, watched, f"ansible-playbook {' '.join(verbosity)} output")
     assert "set_admin_password.py" in samples[0], "the ps sampler missed the password helper"
     assert_clean(samples[0], watched, "ps during the rotation")
     assert_clean(host.check_output("journalctl --no-pager -o cat"), watched, "the journal")
 
 
-def test_admin_password_rotation_leaks_nothing(
+def logins(mlflow_url: str, user: tuple[str, str], count: int) -> list[int]:
+    """The status of `count` logins, each on a new connection (uvicorn hands
+    connections to its workers, and each worker keeps a credential cache)."""
+    current = f"{mlflow_url}/api/2.0/mlflow/users/current"
+    return [requests.get(current, auth=user, timeout=10).status_code for _ in range(count)]
+
+
+def check_cached_logins_outlive_an_out_of_band_change(
+    host: testinfra.host.Host, hostvars: dict[str, Any], mlflow_url: str, user: tuple[str, str]
+) -> None:
+    """With mlflow_auth_cache_ttl on, a login checked once is accepted for the
+    TTL even after its password changed behind MLflow's back (here: straight in
+    the auth database, as MLflow's own docs describe the staleness). With the
+    TTL at 0 (the default) the same logins would get 401: so the variable
+    reaches the server. The next run sets the vault's password again."""
+    # 40 logins: every worker checks (and caches) this one at least once.
+    assert set(logins(mlflow_url, user, 40)) == {200}
+    database = hostvars["mlflow_stack_auth_database"]
+    # Names from the scenario's own inventory: psql -c interpolates no variables.
+    other_hash = (
+        "UPDATE users SET password_hash = (SELECT password_hash FROM users WHERE username = 'admin')"  # noqa: S608
+        f" WHERE username = '{user[0]}'"
+    )
+    host.check_output(f"sudo -u postgres psql -tA -d {database} -c {shlex.quote(other_hash)}")
+    assert set(logins(mlflow_url, user, 20)) == {200}, "the credential cache did not hold the login"
+
+
+def test_passwords_rotate_and_leak_nothing(
     host: testinfra.host.Host,
+    hostvars: dict[str, Any],
     mlflow_url: str,
     admin: tuple[str, str],
     reader: tuple[str, str],
     secrets: list[str],
 ) -> None:
-    """A new admin password in vault is written to the auth database by the next
-    run (MLflow itself never does), and neither password shows in Ansible's
-    output, the journal or any command line while that happens: rotated to a new
-    password at default verbosity, then back to the vault's at -v."""
-    rotated = (admin[0], f"{admin[1]}-rotated")
-    watched = [*secrets, rotated[1]]
+    """New passwords in vault for the admin and the reader (a user of
+    mlflow_stack_auth_users) are written to the auth database by the next run
+    (MLflow itself never does), each logs in with its new password and not the
+    old one, and no password shows in Ansible's output, the journal or any
+    command line while that happens: rotated to new passwords at default
+    verbosity, then back to the vault's at -v."""
+    admin_rotated = (admin[0], f"{admin[1]}-rotated")
+    reader_rotated = (reader[0], f"{reader[1]}-rotated")
+    watched = [*secrets, admin_rotated[1], reader_rotated[1]]
+    rotated = {
+        "vault_mlflow_admin_password": admin_rotated[1],
+        "vault_mlflow_reader_password": reader_rotated[1],
+        # And MLflow's credential cache on, for the check between the runs.
+        "mlflow_auth_cache_ttl": 600,
+    }
     try:
-        rotate(host, {"vault_mlflow_admin_password": rotated[1]}, [], mlflow_url, rotated, admin, watched)
-        rotate(host, {}, ["-v"], mlflow_url, admin, rotated, watched)
+        rotate(host, rotated, [], mlflow_url, [(admin_rotated, admin), (reader_rotated, reader)], watched)
+        check_cached_logins_outlive_an_out_of_band_change(host, hostvars, mlflow_url, reader_rotated)
+        # mlflow_auth_cache_ttl back to 0: each login is checked again at once.
+        rotate(host, {}, ["-v"], mlflow_url, [(admin, admin_rotated), (reader, reader_rotated)], watched)
     except BaseException:
-        # Later tests log in with the vault's password.
+        # Later tests log in with the vault's passwords.
         run_site({})
         raise
