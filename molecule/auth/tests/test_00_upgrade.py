@@ -1,8 +1,12 @@
 """Upgrade in place across schema changes. Molecule converged MLflow 3.1.4 (whose
 tracking schema and basic-auth schema are both behind the pin's); this module
 runs first (its name sorts first) and upgrades it with site.yml, as a user who
-raised mlflow_version would. test_auth.py and test_ops.py then run against the
-upgraded stack."""
+raised mlflow_version would. Before that, two upgrades fail in the migration
+(the tracking database's revision table is made read-only for MLflow): one with
+mlflow_upgrade_backup false, one that prints the restore that puts the old
+version back, which is then run. After it, the pre-upgrade backup (the old
+schema) is restored onto the new version. test_auth.py and test_ops.py then run
+against the upgraded stack."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import hashlib
 import json
 import pathlib
 import re
+import shlex
 import threading
 import time
 from collections.abc import Iterator
@@ -20,12 +25,33 @@ import mlflow
 import pytest
 import requests
 import testinfra.host
-from conftest import json_report, record, role_defaults, run_site
+import yaml
+from conftest import Stack, answers, json_report, record, role_defaults, run_playbook, run_site, wait_for
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 OLD = "3.1.4"
 PIN = str(role_defaults("mlflow")["mlflow_version"])
 MODEL = "upgrade-model"
+BACKUP_DIR = str(role_defaults("mlflow_backup")["mlflow_backup_dir"])
+VENVS_DIR = str(role_defaults("mlflow")["mlflow_venvs_dir"])
+UNIT = "/etc/systemd/system/mlflow.service"
+# What Molecule converged the old version with (molecule.yml's extra-vars): a
+# site running 3.1.4 has these in its inventory, and a restore that goes back
+# to 3.1.4 needs them too (its venv cannot import SQLAlchemy 2.1).
+OLD_VARS: dict[str, Any] = json.loads(
+    yaml.safe_load((pathlib.Path(__file__).parents[1] / "molecule.yml").read_text())["provisioner"][
+        "options"
+    ]["extra-vars"]
+)
+SCHEMA_REPORT = re.compile(r"(tracking|auth) database: (\S+) -> (\S+) \(migration needed\)")
+
+
+def flat(output: str) -> str:
+    """Ansible's output with every run of whitespace made one space: a message
+    reads the same whether the callback printed it on one line or wrapped it."""
+    return " ".join(output.split())
+
 
 # Run with the old version's own venv on the host: that version's client logs
 # the data the upgrade must keep. Prints what it logged as JSON.
@@ -122,7 +148,12 @@ def seeded(host: testinfra.host.Host, hostvars: dict[str, Any], mlflow_url: str)
 
 
 @pytest.fixture(scope="module")
-def upgrade(seeded: dict[str, Any], mlflow_url: str) -> dict[str, Any]:
+def upgrade(
+    seeded: dict[str, Any], mlflow_url: str, host: testinfra.host.Host, stack: Stack
+) -> dict[str, Any]:
+    # The failed-migration tests before it leave the revision table MLflow's again
+    # (the restore recreates it); made sure of here, whichever of them ran.
+    unlock_the_tracking_revision(host, stack)
     started = time.monotonic()
     with HealthWatch(f"{mlflow_url}/health") as watch:
         result = run_site({})
@@ -148,6 +179,132 @@ def client(monkeypatch_module: pytest.MonkeyPatch, hostvars: dict[str, Any], mlf
 def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
     with pytest.MonkeyPatch.context() as patch:
         yield patch
+
+
+def psql(host: testinfra.host.Host, database: str, sql: str) -> str:
+    return str(host.check_output(f"sudo -u postgres psql -tA -d {database} -c {shlex.quote(sql)}")).strip()
+
+
+def lock_the_tracking_revision(host: testinfra.host.Host, stack: Stack) -> None:
+    """Makes the next migration of the tracking database fail, deterministically
+    and without harm: its alembic_version table goes to postgres, and MLflow's
+    user may only read it. Every migration step ends by updating that table,
+    and MLflow migrates in one transaction, so the first step's update is
+    refused and everything rolls back. Reading the revision (the schema check,
+    the old server) still works."""
+    user = stack.database_user
+    psql(
+        host,
+        stack.database,
+        f"ALTER TABLE alembic_version OWNER TO postgres; GRANT SELECT ON alembic_version TO {user}",
+    )
+
+
+def unlock_the_tracking_revision(host: testinfra.host.Host, stack: Stack) -> None:
+    psql(host, stack.database, f"ALTER TABLE alembic_version OWNER TO {stack.database_user}")
+
+
+def backup_dirs(host: testinfra.host.Host) -> list[str]:
+    return sorted(str(host.check_output(f"ls -1A {BACKUP_DIR}")).split())
+
+
+def failed_upgrade(host: testinfra.host.Host, stack: Stack, extra_vars: dict[str, Any]) -> dict[str, Any]:
+    """site.yml with the pin while the migration cannot succeed: the run's
+    output and what it left (the revision, the backups, the unit)."""
+    lock_the_tracking_revision(host, stack)
+    revision = psql(host, stack.database, "SELECT version_num FROM alembic_version")
+    backups = backup_dirs(host)
+    started = time.monotonic()
+    result = run_site(extra_vars)
+    output = flat(result.stdout + result.stderr)
+    record(f"failed migration {OLD} -> {PIN} {extra_vars}: site.yml {time.monotonic() - started:.0f} s")
+    assert result.returncode != 0, output[-3000:]
+    assert f"The migration to MLflow {PIN} failed" in output, output[-3000:]
+    assert f"MLflow {OLD} is still installed" in output
+    # The old version's venv is still the one the unit runs, and the server is stopped.
+    assert f"{VENVS_DIR}/{OLD}/bin/mlflow server" in host.file(UNIT).content_string
+    assert host.file(f"{VENVS_DIR}/{OLD}/bin/mlflow").exists
+    assert not host.service("mlflow").is_running
+    # The database was left at the old revision: the migration rolled back.
+    assert psql(host, stack.database, "SELECT version_num FROM alembic_version") == revision
+    return {"output": output, "new_backups": sorted(set(backup_dirs(host)) - set(backups))}
+
+
+def check_seeded_data(client: MlflowClient, seeded: dict[str, Any]) -> None:
+    for name, run_id in seeded["runs"].items():
+        run = client.get_run(run_id)
+        assert run.data.params == {"lr": "0.01", "name": name}
+        history = client.get_metric_history(run_id, "loss")
+        assert sorted((m.step, m.value) for m in history) == [(s, 1.0 / (s + 1)) for s in range(5)]
+    assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
+
+
+def test_a_failed_migration_without_a_backup_leaves_the_old_version_to_start_again(
+    host: testinfra.host.Host,
+    seeded: dict[str, Any],
+    stack: Stack,
+    client: MlflowClient,
+    mlflow_url: str,
+    hostvars: dict[str, Any],
+) -> None:
+    """mlflow_upgrade_backup: false: the schema moves with no backup (the run
+    says so, and no backup directory appears), and when the migration fails the
+    message says there is none; the old venv is still the unit's, and started
+    again the old version serves every seeded run and model. (About 1 minute of
+    CI beyond the upgrade itself: the run installs the pin's venv, which the
+    upgrade then reuses.)"""
+    failed = failed_upgrade(host, stack, {"mlflow_upgrade_backup": False})
+    output = failed["output"]
+    assert "mlflow_upgrade_backup is false; the schema moves with no backup to go back to." in output
+    assert "No backup was taken (mlflow_upgrade_backup is false)" in output
+    assert not re.search(r"Backup \d{8}T\d{6}Z-pre-upgrade", output)
+    assert failed["new_backups"] == []
+    host.check_output("systemctl start mlflow")
+    wait_for(lambda: answers(f"{mlflow_url}/health"), 120)
+    assert served_version(mlflow_url, hostvars) == OLD
+    check_seeded_data(client, seeded)
+
+
+def test_a_failed_migration_prints_the_restore_that_puts_the_old_version_back(
+    host: testinfra.host.Host,
+    seeded: dict[str, Any],
+    stack: Stack,
+    client: MlflowClient,
+    mlflow_url: str,
+    hostvars: dict[str, Any],
+) -> None:
+    """With the default mlflow_upgrade_backup, a failed migration leaves the
+    pre-upgrade backup on the backup host and prints the restore command that
+    goes back; run as printed (with the site's pins for the old version), it
+    brings back the old version serving every seeded run and model. (About 2
+    minutes of CI: the failed run, then the restore.)"""
+    failed = failed_upgrade(host, stack, {})
+    output = failed["output"]
+    printed = re.search(
+        r"ansible-playbook -i <inventory> playbooks/restore\.yml -e backup=(\S+)"
+        r" -e restore_overwrite=true -e mlflow_version=([0-9][\w.]*)",
+        output,
+    )
+    assert printed, output[-3000:]
+    backup, version = printed.groups()
+    assert version == OLD
+    assert failed["new_backups"] == [backup]
+    assert re.fullmatch(r"\d{8}T\d{6}Z-pre-upgrade", backup)
+    manifest = json.loads(host.check_output(f"cat {BACKUP_DIR}/{backup}/manifest.json"))
+    assert manifest["versions"]["mlflow"] == OLD
+
+    started = time.monotonic()
+    result = run_playbook(
+        "playbooks/restore.yml",
+        {**OLD_VARS, "backup": backup, "restore_overwrite": "true", "mlflow_version": version},
+    )
+    record(
+        f"restore {backup} back to {version}: {time.monotonic() - started:.0f} s (exit {result.returncode})"
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert served_version(mlflow_url, hostvars) == OLD
+    assert f"{VENVS_DIR}/{OLD}/bin/mlflow server" in host.file(UNIT).content_string
+    check_seeded_data(client, seeded)
 
 
 def test_upgrade_migrates_both_schemas_after_a_backup(upgrade: dict[str, Any]) -> None:
@@ -209,3 +366,45 @@ def test_second_run_after_the_upgrade_changes_nothing(upgrade: dict[str, Any]) -
     stats = json_report(result.stdout)["stats"]
     assert stats
     assert all(host_stats["changed"] == 0 for host_stats in stats.values()), stats
+
+
+def test_a_backup_of_the_old_schema_is_restored_and_migrated_to_the_new_version(
+    upgrade: dict[str, Any],
+    seeded: dict[str, Any],
+    host: testinfra.host.Host,
+    stack: Stack,
+    client: MlflowClient,
+    mlflow_url: str,
+    hostvars: dict[str, Any],
+) -> None:
+    """restore.yml with the pin puts back the pre-upgrade backup, which 3.1.4
+    wrote with both schemas behind the pin's: it migrates both databases to the
+    pin's heads before the servers start, the pin serves, and the data are the
+    backup's (an experiment created since is gone, the seeded runs, metric
+    histories and model are there). (About 1.5 minutes of CI.)"""
+    backup = re.search(r"Backup (\d{8}T\d{6}Z-pre-upgrade): ", flat(upgrade["output"]))
+    assert backup
+    heads = {name: head for name, _, head in SCHEMA_REPORT.findall(flat(upgrade["output"]))}
+    assert set(heads) == {"tracking", "auth"}
+    manifest = json.loads(host.check_output(f"cat {BACKUP_DIR}/{backup.group(1)}/manifest.json"))
+    assert manifest["versions"]["mlflow"] == OLD
+    since = f"since-the-upgrade-{time.time_ns()}"
+    client.create_experiment(since)
+
+    started = time.monotonic()
+    result = run_playbook("playbooks/restore.yml", {"backup": backup.group(1), "restore_overwrite": True})
+    output = result.stdout + result.stderr
+    record(
+        f"restore {backup.group(1)} onto {PIN}: {time.monotonic() - started:.0f} s (exit {result.returncode})"
+    )
+    assert result.returncode == 0, output[-3000:]
+    moved = {name: (current, head) for name, current, head in SCHEMA_REPORT.findall(flat(output))}
+    assert moved == {
+        key: (str(manifest["databases"][key]["revision"]), heads[key]) for key in ("tracking", "auth")
+    }, output[-3000:]
+    assert served_version(mlflow_url, hostvars) == PIN
+    assert psql(host, stack.database, "SELECT version_num FROM alembic_version") == heads["tracking"]
+    auth_database = str(hostvars["mlflow_stack_auth_database"])
+    assert psql(host, auth_database, "SELECT version_num FROM alembic_version_auth") == heads["auth"]
+    assert client.search_experiments(view_type=ViewType.ALL, filter_string=f"name = '{since}'") == []
+    check_seeded_data(client, seeded)

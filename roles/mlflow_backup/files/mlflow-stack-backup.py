@@ -142,8 +142,11 @@ def backups(base: Path) -> list[Path]:
 def doomed(names: list[str], complete: set[str], keep: int, current: str) -> list[str]:
     """Of the backups `names` (UTC timestamps, so they sort oldest first): the
     complete ones beyond the newest `keep`, and the incomplete ones (no
-    manifest) other than `current`, the one being written."""
-    done = sorted(name for name in names if name in complete)
+    manifest). Never `current`, the one being written: it counts as the newest
+    even when a clock set back gave it an older name."""
+    done = sorted(name for name in names if name in complete and name != current)
+    if current in complete:
+        done.append(current)
     return sorted(done[: max(0, len(done) - keep)] + [n for n in names if n not in complete and n != current])
 
 
@@ -222,10 +225,15 @@ class Target:
             raise BackupError(f"{self.url(backup_id)}: the manifest names a file outside the backup")
         if into.exists():
             shutil.rmtree(into)
-        for name in names:
-            path = into / name
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.client.download_file(self.bucket, self.key(backup_id, name), str(path))
+        try:
+            for name in names:
+                path = into / name
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.client.download_file(self.bucket, self.key(backup_id, name), str(path))
+        except BaseException:
+            # Part of a copy (an object missing or unreadable there) is not left behind.
+            shutil.rmtree(into, ignore_errors=True)
+            raise
         into.mkdir(mode=0o700, exist_ok=True)
         (into / MANIFEST).write_bytes(body)
 
@@ -323,9 +331,10 @@ def verify(config: dict[str, Any], backup_id: str, fetch: bool = True) -> dict[s
         raise BackupError(f"{target} has no {MANIFEST}: no such backup, or an incomplete one")
     try:
         manifest = check(config, backup_id, target)
-    except BackupError:
+    except Exception:
         if fetched:
-            # A damaged copy is not left behind as if it were a local backup.
+            # A damaged copy (or one whose manifest cannot be read) is not left
+            # behind as if it were a local backup.
             shutil.rmtree(target)
         raise
     return {"id": backup_id, "ok": True, "fetched": fetched, "manifest": manifest}
