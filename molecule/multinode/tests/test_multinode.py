@@ -52,6 +52,10 @@ PIN = str(role_defaults("mlflow")["mlflow_version"])
 # The release before the pin, which molecule.yml converges: the same alembic
 # heads for both databases.
 SAME_SCHEMA = "3.17.1"
+# The exporter's own metrics, read on its host (the fence lets 127.0.0.1 in).
+METRICS_ON_LOCALHOST = (
+    "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9187/metrics').read().decode())"
+)
 # No request through the load balancer may take longer, even while a server stops.
 MAX_LATENCY = 2.0
 
@@ -102,12 +106,37 @@ def groups_of_platforms() -> dict[str, list[str]]:
 
 
 GROUPS = groups_of_platforms()
-# Each service: its group, its unit, and a file only its installation leaves.
+
+
+def in_group(group: str) -> list[str]:
+    return [name for name, groups in GROUPS.items() if group in groups]
+
+
+# Every unit the stack installs here (mlflow-model@<name>: test_serving.py,
+# once models are served): the hosts it belongs on, and a file only its
+# installation leaves. The backup tooling goes to the first database host
+# (mlflow_backup_host), gc's timer to the first tracking host.
 SERVICES = {
-    "postgresql": ("mlflow_database", PG_UNIT, f"/usr/lib/postgresql/{PG_VERSION}/bin/postgres"),
-    "minio": ("mlflow_storage", "minio", "/usr/local/bin/minio"),
-    "mlflow": ("mlflow_tracking", "mlflow", f"/opt/mlflow/venvs/{PIN}/bin/mlflow"),
-    "haproxy": ("mlflow_loadbalancer", "haproxy", "/usr/sbin/haproxy"),
+    "postgresql": (in_group("mlflow_database"), PG_UNIT, f"/usr/lib/postgresql/{PG_VERSION}/bin/postgres"),
+    "postgres exporter": (
+        in_group("mlflow_database"),
+        "prometheus-postgres-exporter",
+        "/usr/bin/prometheus-postgres-exporter",
+    ),
+    "backup timer": (
+        in_group("mlflow_database")[:1],
+        "mlflow-backup.timer",
+        "/etc/systemd/system/mlflow-backup.timer",
+    ),
+    "minio": (in_group("mlflow_storage"), "minio", "/usr/local/bin/minio"),
+    "mlflow": (in_group("mlflow_tracking"), "mlflow", f"/opt/mlflow/venvs/{PIN}/bin/mlflow"),
+    "mlflow metrics": (
+        in_group("mlflow_tracking"),
+        "mlflow-metrics",
+        "/etc/systemd/system/mlflow-metrics.service",
+    ),
+    "gc timer": (in_group("mlflow_tracking")[:1], "mlflow-gc.timer", "/etc/systemd/system/mlflow-gc.timer"),
+    "haproxy": (in_group("mlflow_loadbalancer"), "haproxy", "/usr/sbin/haproxy"),
 }
 
 
@@ -147,8 +176,8 @@ def test_00_upgrade_without_schema_change_rolls_with_no_failed_request(probe: Pr
 
 @pytest.mark.parametrize(("name", "service"), [(n, s) for n in GROUPS for s in SERVICES])
 def test_each_service_runs_exactly_where_its_group_says(name: str, service: str) -> None:
-    group, unit, installed = SERVICES[service]
-    wanted = group in GROUPS[name]
+    hosts, unit, installed = SERVICES[service]
+    wanted = name in hosts
     target = node(name)
     assert target.file(installed).exists == wanted, f"{service} installed on {name}: expected {wanted}"
     assert target.service(unit).is_running == wanted, f"{unit} running on {name}: expected {wanted}"
@@ -269,13 +298,43 @@ def test_rolling_restart_fails_no_request(probe: Probe) -> None:
     check_with_lb_log(probe, ("roll", "rolled"), since)
 
 
+EXPORTER = "prometheus-postgres-exporter"
+EXPORTER_SETTINGS = "/etc/default/prometheus-postgres-exporter"
+
+
+def unit_result(host: testinfra.host.Host, unit: str) -> str:
+    return str(host.check_output(f"systemctl show -p Result --value {unit}"))
+
+
 @pytest.fixture(scope="module")
 def jobs_on() -> None:
-    """Job execution turned on as a site would (after the availability tests:
-    each server's consumers import MLflow for ~19 CPU-seconds after /health,
-    which slows requests during a roll on these shared two cores)."""
+    """site.yml once more, as a site changes a setting: job execution turned on
+    (after the availability tests: each server's consumers import MLflow for ~19
+    CPU-seconds after /health, which slows requests during a roll on these
+    shared two cores). Before it, PostgreSQL's exporter is held at its start
+    limit, as Debian's own start of it with no settings left it on a fresh host
+    (test_a_unit_at_its_start_limit_is_started_by_the_next_run)."""
+    db = node("mn-db")
+    # No DSN: the exporter exits at once, and systemd's restarts use up its limit.
+    db.check_output(
+        f"echo \"DATA_SOURCE_NAME=''\" > {EXPORTER_SETTINGS} && systemctl restart {EXPORTER} || true"
+    )
+    wait_for(lambda: unit_result(db, EXPORTER) == "start-limit-hit", timeout=30)
+    assert db.run(f"systemctl start {EXPORTER}").rc != 0, "systemd should refuse a start now"
     result = run_site({"mlflow_jobs_enabled": True})
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
+@pytest.mark.usefixtures("jobs_on")
+def test_a_unit_at_its_start_limit_is_started_by_the_next_run() -> None:
+    """The role clears a unit's start limit before it starts it (the first run on
+    a fresh database host failed this way once: "Start request repeated too
+    quickly"), and the exporter then serves PostgreSQL's metrics."""
+    db = node("mn-db")
+    assert db.service(EXPORTER).is_running
+    assert unit_result(db, EXPORTER) == "success"
+    assert "DATA_SOURCE_NAME='user=prometheus" in db.file(EXPORTER_SETTINGS).content_string
+    wait_for(lambda: "pg_up 1" in db.check_output("python3 -c %s", METRICS_ON_LOCALHOST), timeout=30)
 
 
 @pytest.mark.usefixtures("jobs_on")

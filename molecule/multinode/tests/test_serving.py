@@ -48,7 +48,7 @@ from sklearn.linear_model import LogisticRegression
 
 # downloads_through_mlflow (autouse): the controller loads models in-process
 # through the tracking server, not from presigned URLs naming mn-lb.
-from test_multinode import TRACKING, check_with_lb_log, downloads_through_mlflow, ipv4, node  # noqa: F401
+from test_multinode import GROUPS, TRACKING, check_with_lb_log, downloads_through_mlflow, ipv4, node  # noqa: F401
 
 testinfra_hosts = ["mn-lb"]
 
@@ -155,6 +155,21 @@ def lb(address: str, port: int = CHURN_PORT) -> str:
 
 def wait_through_lb(address: str, port: int) -> None:
     wait_for(lambda: answers(f"{lb(address, port)}/ping"), 60)
+
+
+@pytest.mark.parametrize("name", list(GROUPS))
+def test_models_run_exactly_on_the_serving_hosts(registered: Registered, name: str) -> None:
+    """The placement matrix's last unit (test_multinode.py has the others):
+    mlflow-model@<name>, one per model, on each mlflow_serving host and no other."""
+    wanted = "mlflow_serving" in GROUPS[name]
+    target = node(name)
+    running = target.check_output(
+        "systemctl list-units --type=service --state=running --no-legend --plain 'mlflow-model@*'"
+    )
+    units = {line.split()[0] for line in running.splitlines() if line.strip()}
+    expected = {f"mlflow-model@{model['name']}.service" for model in registered.models} if wanted else set()
+    assert units == expected, name
+    assert target.file("/etc/systemd/system/mlflow-model@.service").exists == wanted, name
 
 
 def test_champion_is_served_with_its_in_process_predictions(registered: Registered, address: str) -> None:
@@ -300,6 +315,8 @@ def test_roll_model_switches_with_no_failed_request(
     moved = time.monotonic()
     wait_through_lb(address, CHURN_PORT)
     probe = Probe(f"{lb(address)}/invocations", "POST", lambda _: {"inputs": X.tolist()}, max_seconds=400)
+    lookup_pids = {name: main_pid(node(name), "mlflow-model@lookup") for name in TRACKING}
+    assert all(lookup_pids.values()), lookup_pids
     since = node("mn-lb").check_output("date '+%Y-%m-%d %H:%M:%S'")
     probe.start()
     time.sleep(2)
@@ -321,6 +338,9 @@ def test_roll_model_switches_with_no_failed_request(
     # Drained and put back one host at a time, the other model untouched.
     assert len(re.findall(r"TASK \[mlflow_serving : Drain this host's switching models", output)) == 2
     assert "mlflow-model@lookup: models:/lookup/1 -> version 1" in output
+    assert {name: main_pid(node(name), "mlflow-model@lookup") for name in TRACKING} == lookup_pids, (
+        "the roll of churn restarted lookup"
+    )
     took = probe.marks["rolled"] - probe.marks["roll"]
     record(
         f"roll-model.yml churn 1 -> 2 ({took:.0f} s; alias moved -> version 2 served"

@@ -17,34 +17,58 @@ import mlflow
 import pytest
 import testinfra.host
 import yaml
-from conftest import Stack, wait_for
-from test_multinode import TRACKING, node
+from conftest import PG_CONF_DIR, Stack, assert_clean, secret_forms, wait_for
+from test_multinode import GROUPS, TRACKING, node
 
 testinfra_hosts = ["mn-lb"]
 
 CLIENT = "mn-lb"
 OUTSIDER = "mn-db"
+EXPORTER_ROLE_SQL = (
+    "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls, rolpassword IS NULL"
+    " FROM pg_authid WHERE rolname = 'prometheus'"
+)
+EXPORTER_MEMBERSHIPS_SQL = (
+    "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+    " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = 'prometheus'"
+)
 SCRAPE_DIR = pathlib.Path(os.environ.get("MOLECULE_INVENTORY_FILE", "/nonexistent")).parent / "prometheus"
 
 
 def fetch(on: testinfra.host.Host, url: str, token: str | None = None, timeout: float = 5) -> tuple[int, str]:
-    """GET url from a container: (status, body); status 0 when nothing answered."""
+    """GET url from a container: (status, body). Status 0 when nothing answered
+    (the connection timed out or was refused: what a fence does); any other
+    failure (a name that does not resolve, a reset) is -1 with its reason as the
+    body, which no test accepts as "no answer"."""
     script = (
         "import sys, urllib.request, urllib.error\n"
         "request = urllib.request.Request(sys.argv[1])\n"
         "if len(sys.argv) > 2: request.add_header('Authorization', 'Bearer ' + sys.argv[2])\n"
+        "silent = (TimeoutError, ConnectionRefusedError)\n"
         "try:\n"
         f"    response = urllib.request.urlopen(request, timeout={timeout})\n"
         "    print(response.status); print(response.read().decode())\n"
         "except urllib.error.HTTPError as error:\n"
         "    print(error.code)\n"
-        "except OSError:\n"
+        "except urllib.error.URLError as error:\n"
+        "    print(0 if isinstance(error.reason, silent) else -1); print(repr(error.reason))\n"
+        "except silent:\n"
         "    print(0)\n"
+        "except OSError as error:\n"
+        "    print(-1); print(repr(error))\n"
     )
     args = " ".join(shlex.quote(a) for a in [url] + ([token] if token else []))
     out = on.check_output(f"python3 -c {shlex.quote(script)} {args}")
     status, _, body = out.partition("\n")
     return int(status), body
+
+
+def connects(on: testinfra.host.Host, host: str, port: int) -> bool:
+    """Whether a TCP connection from a container to host:port is accepted."""
+    script = (
+        "import socket, sys\nsocket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()"
+    )
+    return bool(on.run(f"python3 -c {shlex.quote(script)} {shlex.quote(host)} {port}").rc == 0)
 
 
 def metric_sum(text: str, name: str, labels: str = "") -> float:
@@ -106,12 +130,21 @@ def test_each_endpoint_answers_the_client_with_its_metrics(
 
 
 @pytest.mark.parametrize("job", ["mlflow", "postgresql", "haproxy"])
-def test_another_address_gets_no_metrics(job: str, scrape: dict[str, Any]) -> None:
+def test_another_address_gets_no_metrics(job: str, scrape: dict[str, Any], stack: Stack) -> None:
     """From a host not in mlflow_stack_metrics_clients: no answer (systemd's
-    IPAddressDeny) or 403 (HAProxy's ACL)."""
+    IPAddressDeny) or 403 (HAProxy's ACL), while the same host reaches the
+    service's own port there (so the silence is the fence, not the network)."""
+    outsider = node(OUTSIDER if job != "postgresql" else "mn-minio1")
+    service_port = {
+        "mlflow": stack.tracking_port,
+        "postgresql": stack.database_port,
+        "haproxy": stack.tracking_port,
+    }
     for url in urls(scrape[job]):
-        status, _ = fetch(node(OUTSIDER if job != "postgresql" else "mn-minio1"), url, timeout=3)
-        assert status in (0, 403), (url, status)
+        status, reason = fetch(outsider, url, timeout=3)
+        assert status == (403 if job == "haproxy" else 0), (url, status, reason)
+        target = url.split("//")[1].split(":")[0]
+        assert connects(outsider, target, service_port[job]), f"{target}:{service_port[job]} unreachable"
 
 
 def test_minio_wants_the_token(scrape: dict[str, Any]) -> None:
@@ -177,3 +210,42 @@ def test_the_metrics_directory_holds_only_the_running_workers_files(name: str) -
     pids = {int(p) for p in re.findall(r"_(\d+)\.db$", "\n".join(files), re.MULTILINE)}
     running = {int(p) for p in host.check_output("ps -u mlflow -o pid=").split()}
     assert pids <= running, (pids, running)
+
+
+def test_the_exporters_database_role_may_only_monitor(stack: Stack) -> None:
+    """PostgreSQL's exporter logs in as its own role: no password (peer over the
+    socket only: pg_hba admits TCP for the MLflow user alone), no privilege but
+    pg_monitor's, and its process runs as the OS user of that name."""
+    db = node("mn-db")
+    psql = "sudo -u postgres psql -tA -c"
+    attributes = db.check_output(
+        f"{psql} {shlex.quote(EXPORTER_ROLE_SQL)}",
+    )
+    assert attributes == "f|f|f|f|f|t", attributes
+    memberships = db.check_output(f"{psql} {shlex.quote(EXPORTER_MEMBERSHIPS_SQL)}")
+    assert memberships.split() == ["pg_monitor"]
+    hba = db.file(f"{PG_CONF_DIR}/pg_hba.conf").content_string
+    tcp_users = {line.split()[2] for line in hba.splitlines() if line.startswith("host")}
+    assert tcp_users == {stack.database_user}, tcp_users
+    pid = db.check_output("systemctl show -p MainPID --value prometheus-postgres-exporter")
+    assert db.check_output(f"ps -o user= -p {pid}") == "prometheus"
+    assert db.check_output(f"grep ^CapEff /proc/{pid}/status").split()[1] == "0000000000000000"
+
+
+def test_the_metrics_secret_and_token_leak_nowhere(hostvars: dict[str, Any], token: str) -> None:
+    """The MinIO metrics user's secret key and the token made from it: on no
+    command line, in no journal or unit file, in no file but root's 0600 ones, on
+    any host (the token lives on the controller only, beside the scrape file)."""
+    watched = [*secret_forms(hostvars, ["vault_minio_metrics_secret_key"]), token]
+    for name in GROUPS:
+        host = node(name)
+        assert_clean(host.check_output("ps -eo args"), watched, f"ps on {name}")
+        assert_clean(host.check_output("journalctl --no-pager -o cat"), watched, f"the journal of {name}")
+        assert_clean(host.check_output("systemctl cat '*' 2>/dev/null || true"), watched, f"units of {name}")
+        for secret in watched:
+            found = host.run(
+                "grep -rlF -e %s /etc /root /home /opt /usr/local /var/log /run /tmp 2>/dev/null", secret
+            )
+            for path in filter(None, found.stdout.splitlines()):
+                held = host.file(path)
+                assert (held.user, held.group, held.mode) == ("root", "root", 0o600), f"{name}:{path}"
