@@ -10,11 +10,15 @@
 
 VM_SUITE=bookworm
 VM_PACKAGES="$ROOT/vm/packages"
+# Optional: a second list of packages baked into the image (the vm test
+# scenario's "prepared" image: vm/packages-prepared). Empty for the lab.
+VM_EXTRA_PACKAGES=${VM_EXTRA_PACKAGES:-}
 VM_DISK_SIZE=8G
 VM_RECIPE="${BASH_SOURCE[0]}"
 
 vm_image_key() {
-  { cat "$VM_PACKAGES" "$VM_RECIPE"; debian_mirror; echo "$VM_SUITE"; } | sha256sum | cut -c1-16
+  { cat "$VM_PACKAGES" ${VM_EXTRA_PACKAGES:+"$VM_EXTRA_PACKAGES"} "$VM_RECIPE"; debian_mirror; echo "$VM_SUITE"; } \
+    | sha256sum | cut -c1-16
 }
 
 # Builds the image once per key into .cache/vm/<key>/: disk.raw, vmlinuz,
@@ -27,7 +31,7 @@ build_vm_image() {
   if [ -f "$dir/disk.raw" ]; then echo "$dir"; return; fi
   mirror=$(debian_mirror)
   rootfs="$CACHE/vm/rootfs-$key"
-  packages=$(grep -v '^#' "$VM_PACKAGES" | paste -sd, -)
+  packages=$(cat "$VM_PACKAGES" ${VM_EXTRA_PACKAGES:+"$VM_EXTRA_PACKAGES"} | grep -v '^#' | paste -sd, -)
   log "Building the VM image $key with debootstrap from $mirror"
   as_root rm -rf "$rootfs" "$dir.tmp"
   mkdir -p "$dir.tmp"
