@@ -259,3 +259,15 @@ def test_verify_leaves_a_damaged_local_backup_in_place(tmp_path: pathlib.Path) -
     with pytest.raises(BackupError, match="is damaged"):
         backup_script.verify({"dir": str(tmp_path), "database": "mlflow"}, WEEK[0], fetch=False)
     assert (tmp_path / WEEK[0] / "manifest.json").is_file()
+
+
+def test_verify_removes_a_fetched_copy_whose_manifest_lacks_its_parts(
+    offsite: FakeS3, tmp_path: pathlib.Path
+) -> None:
+    """A manifest off-host that names no databases and no files (cut short, or
+    written by something else): reading it fails with no BackupError of its
+    own, and the fetched copy goes all the same."""
+    offsite.objects[f"lab/{WEEK[0]}/manifest.json"] = json.dumps({"format": 1, "id": WEEK[0]}).encode()
+    with pytest.raises(KeyError):
+        backup_script.verify({"dir": str(tmp_path), "database": "mlflow"}, WEEK[0])
+    assert not (tmp_path / WEEK[0]).exists()
