@@ -52,10 +52,6 @@ PIN = str(role_defaults("mlflow")["mlflow_version"])
 # The release before the pin, which molecule.yml converges: the same alembic
 # heads for both databases.
 SAME_SCHEMA = "3.17.1"
-# The exporter's own metrics, read on its host (the fence lets 127.0.0.1 in).
-METRICS_ON_LOCALHOST = (
-    "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9187/metrics').read().decode())"
-)
 # No request through the load balancer may take longer, even while a server stops.
 MAX_LATENCY = 2.0
 
@@ -118,11 +114,6 @@ def in_group(group: str) -> list[str]:
 # (mlflow_backup_host), gc's timer to the first tracking host.
 SERVICES = {
     "postgresql": (in_group("mlflow_database"), PG_UNIT, f"/usr/lib/postgresql/{PG_VERSION}/bin/postgres"),
-    "postgres exporter": (
-        in_group("mlflow_database"),
-        "prometheus-postgres-exporter",
-        "/usr/bin/prometheus-postgres-exporter",
-    ),
     "backup timer": (
         in_group("mlflow_database")[:1],
         "mlflow-backup.timer",
@@ -298,62 +289,13 @@ def test_rolling_restart_fails_no_request(probe: Probe) -> None:
     check_with_lb_log(probe, ("roll", "rolled"), since)
 
 
-EXPORTER = "prometheus-postgres-exporter"
-EXPORTER_SETTINGS = "/etc/default/prometheus-postgres-exporter"
-
-
-def unit_result(host: testinfra.host.Host, unit: str) -> str:
-    return str(host.check_output(f"systemctl show -p Result --value {unit}"))
-
-
-# Holds the exporter's start limit for an hour instead of systemd's 10 s, so
-# that it still stands when the run reaches the exporter minutes later.
-HOLD = "/run/systemd/system/prometheus-postgres-exporter.service.d/hold.conf"
-
-
 @pytest.fixture(scope="module")
-def jobs_on() -> str:
-    """site.yml once more, as a site changes a setting: job execution turned on
-    (after the availability tests: each server's consumers import MLflow for ~19
-    CPU-seconds after /health, which slows requests during a roll on these
-    shared two cores). Before it, PostgreSQL's exporter is held at its start
-    limit, as Debian's own start of it with no settings left it on a fresh host
-    (test_a_unit_at_its_start_limit_is_started_by_the_next_run). Returns the
-    run's output."""
-    db = node("mn-db")
-    db.check_output(
-        f"mkdir -p {HOLD.rsplit('/', 1)[0]} && printf '[Unit]\\nStartLimitIntervalSec=1h\\n' > {HOLD}"
-        " && systemctl daemon-reload"
-    )
-    try:
-        # No DSN: the exporter exits at once, and systemd's restarts use up its limit.
-        db.check_output(
-            f"echo \"DATA_SOURCE_NAME=''\" > {EXPORTER_SETTINGS} && systemctl restart {EXPORTER} || true"
-        )
-        wait_for(lambda: unit_result(db, EXPORTER) == "start-limit-hit", timeout=30)
-        assert db.run(f"systemctl start {EXPORTER}").rc != 0, "systemd should refuse a start now"
-        result = run_site({"mlflow_jobs_enabled": True})
-    finally:
-        db.check_output(f"rm -f {HOLD} && systemctl daemon-reload")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    return output
-
-
-def test_a_unit_at_its_start_limit_is_started_by_the_next_run(jobs_on: str) -> None:
-    """The role clears a unit's start limit before it starts it (the first run on
-    a fresh database host failed this way once: "Start request repeated too
-    quickly"), and the exporter then serves PostgreSQL's metrics."""
-    db = node("mn-db")
-    cleared = re.search(
-        r"TASK \[postgresql : Clear the exporter's start limit\].*?\n(\w+): \[mn-db\]", jobs_on, re.S
-    )
-    assert cleared, "the run never cleared the start limit"
-    assert cleared.group(1) == "changed", cleared.group(0)[-500:]
-    assert db.service(EXPORTER).is_running
-    assert unit_result(db, EXPORTER) == "success"
-    assert "DATA_SOURCE_NAME='user=prometheus" in db.file(EXPORTER_SETTINGS).content_string
-    wait_for(lambda: "pg_up 1" in db.check_output("python3 -c %s", METRICS_ON_LOCALHOST), timeout=30)
+def jobs_on() -> None:
+    """Job execution turned on as a site would (after the availability tests:
+    each server's consumers import MLflow for ~19 CPU-seconds after /health,
+    which slows requests during a roll on these shared two cores)."""
+    result = run_site({"mlflow_jobs_enabled": True})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
 
 @pytest.mark.usefixtures("jobs_on")
