@@ -236,6 +236,18 @@ def s3(s3_url: str, hostvars: dict[str, Any], lab_ca: str | None) -> BaseClient:
     return s3_client(s3_url, hostvars["vault_minio_root_user"], hostvars["vault_minio_root_password"], lab_ca)
 
 
+@pytest.fixture(scope="module")
+def offsite(s3_url: str, hostvars: dict[str, Any], lab_ca: str | None) -> BaseClient:
+    """The backups' off-host copy (the auth scenario's second bucket), with its own keys
+    (molecule/auth/host_vars: offsite.yml)."""
+    return s3_client(
+        s3_url,
+        str(hostvars["mlflow_backup_target_access_key"]),
+        str(hostvars["vault_backup_target_secret_key"]),
+        lab_ca,
+    )
+
+
 def check_client_flow(mlflow_url: str, s3: BaseClient, bucket: str) -> None:
     """End to end with the real MLflow client: runs, a registered model in two
     versions, an alias, loading and predicting, and the artifacts in the bucket."""

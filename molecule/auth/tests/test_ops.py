@@ -27,7 +27,6 @@ from conftest import (
     role_defaults,
     run_playbook,
     run_site,
-    s3_client,
     wait_for,
 )
 from mlflow.entities import ViewType
@@ -50,17 +49,6 @@ def client(hostvars: dict[str, Any], mlflow_url: str) -> Iterator[MlflowClient]:
         patch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
         patch.setenv("MLFLOW_TRACKING_PASSWORD", str(hostvars["vault_mlflow_admin_password"]))
         yield MlflowClient(mlflow_url)
-
-
-@pytest.fixture(scope="module")
-def offsite(s3_url: str, hostvars: dict[str, Any], lab_ca: str | None) -> BaseClient:
-    """The off-host copy's bucket, with its own keys (host_vars: offsite.yml)."""
-    return s3_client(
-        s3_url,
-        str(hostvars["mlflow_backup_target_access_key"]),
-        str(hostvars["vault_backup_target_secret_key"]),
-        lab_ca,
-    )
 
 
 def offsite_objects(

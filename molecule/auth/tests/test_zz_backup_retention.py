@@ -14,26 +14,14 @@ import re
 import time
 from typing import Any
 
-import pytest
 import testinfra.host
 from botocore.client import BaseClient
-from conftest import record, role_defaults, run_playbook, s3_client
+from conftest import record, role_defaults, run_playbook
 
 BACKUP_DIR = str(role_defaults("mlflow_backup")["mlflow_backup_dir"])
 SCRIPT = "/usr/local/sbin/mlflow-stack-backup"
 CONFIG = "/etc/mlflow-backup/backup.json"
 KEEP = 2
-
-
-@pytest.fixture(scope="module")
-def offsite(s3_url: str, hostvars: dict[str, Any], lab_ca: str | None) -> BaseClient:
-    """The off-host copy's bucket, with its own keys (host_vars: offsite.yml)."""
-    return s3_client(
-        s3_url,
-        str(hostvars["mlflow_backup_target_access_key"]),
-        str(hostvars["vault_backup_target_secret_key"]),
-        lab_ca,
-    )
 
 
 def local_entries(host: testinfra.host.Host) -> list[str]:
