@@ -119,6 +119,11 @@ SERVICES = {
         "mlflow-backup.timer",
         "/etc/systemd/system/mlflow-backup.timer",
     ),
+    "postgresql exporter": (
+        in_group("mlflow_database"),
+        "prometheus-postgres-exporter",
+        "/usr/bin/prometheus-postgres-exporter",
+    ),
     "minio": (in_group("mlflow_storage"), "minio", "/usr/local/bin/minio"),
     "mlflow": (in_group("mlflow_tracking"), "mlflow", f"/opt/mlflow/venvs/{PIN}/bin/mlflow"),
     "mlflow metrics": (
@@ -289,13 +294,65 @@ def test_rolling_restart_fails_no_request(probe: Probe) -> None:
     check_with_lb_log(probe, ("roll", "rolled"), since)
 
 
+EXPORTER = "prometheus-postgres-exporter.service"
+EXPORTER_HOLD = f"/etc/systemd/system/{EXPORTER}.d/zz-test-start-limit.conf"
+
+
+def hold_exporter_at_its_start_limit(db: testinfra.host.Host) -> str:
+    """The state a fresh database host can be in when the role reaches the
+    exporter (Debian's postinst started it before its settings): failed, with
+    systemd refusing to start it. Held without timing: a bad flag makes every
+    start fail, and the test drop-in counts starts over an hour, not 10 s.
+    Returns the refused start's message."""
+    db.check_output(
+        f"printf '[Unit]\\nStartLimitIntervalSec=1h\\nStartLimitBurst=2\\n' > {EXPORTER_HOLD}"
+        f" && echo 'ARGS=--no-such-flag' > /etc/default/prometheus-postgres-exporter"
+        f" && systemctl daemon-reload"
+    )
+    refused = ""
+    for _ in range(10):
+        start = db.run(f"systemctl start {EXPORTER}")
+        journal = db.check_output(f"journalctl -u {EXPORTER} --no-pager -o cat -n 20")
+        if start.rc != 0 and "Start request repeated too quickly" in journal:
+            refused = journal
+            break
+        time.sleep(0.5)
+    assert refused, "the exporter never reached its start limit"
+    assert db.check_output(f"systemctl show -p ActiveState --value {EXPORTER}") == "failed"
+    return refused
+
+
 @pytest.fixture(scope="module")
-def jobs_on() -> None:
+def jobs_on() -> str:
     """Job execution turned on as a site would (after the availability tests:
     each server's consumers import MLflow for ~19 CPU-seconds after /health,
-    which slows requests during a roll on these shared two cores)."""
-    result = run_site({"mlflow_jobs_enabled": True})
+    which slows requests during a roll on these shared two cores). The same run
+    (one site run for both, CI time) meets mn-db's exporter held at its start
+    limit; the drop-in that holds it is removed afterwards. Returns the output."""
+    db = node("mn-db")
+    hold_exporter_at_its_start_limit(db)
+    try:
+        result = run_site({"mlflow_jobs_enabled": True})
+    finally:
+        db.check_output(f"rm -f {EXPORTER_HOLD} && systemctl daemon-reload")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return result.stdout
+
+
+def test_a_run_clears_an_exporter_held_at_its_start_limit_and_starts_it(jobs_on: str) -> None:
+    """The run that met the held exporter (jobs_on) cleared its failures on mn-db
+    and started it with the role's settings; it serves PostgreSQL's metrics."""
+    task = r"TASK \[postgresql : Clear the exporter's failed state and start limit\][^\n]*\n"
+    cleared = re.search(task + r"(changed|ok|skipping): \[mn-db\]", jobs_on)
+    assert cleared, "no result of the clearing task for mn-db in the run's output"
+    assert cleared.group(1) == "changed", "the run did not clear the exporter's start limit"
+    db = node("mn-db")
+    assert db.service(EXPORTER).is_running
+    assert "--no-such-flag" not in db.file("/etc/default/prometheus-postgres-exporter").content_string
+    # Still running a moment later (a bad setting would fail it again), and
+    # test_stack_metrics.py, after this module, reads pg_up 1 from it.
+    time.sleep(3)
+    assert db.check_output(f"systemctl show -p ActiveState --value {EXPORTER}") == "active"
 
 
 @pytest.mark.usefixtures("jobs_on")
