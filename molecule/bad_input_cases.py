@@ -15,6 +15,8 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("postgresql_settings", "may not set", {"postgresql_settings": {"fsync": "off"}}),
     ("mlflow_artifacts_mode", "must be one of", {"mlflow_artifacts_mode": "ftp"}),
     ("mlflow_version", "exact version", {"mlflow_version": "latest"}),
+    # The stack's one pin: the tracking role refuses it first, naming it.
+    ("mlflow_stack_mlflow_version", "exact version", {"mlflow_stack_mlflow_version": "latest"}),
     ("mlflow_s3_bucket", "not a valid S3 bucket name", {"mlflow_s3_bucket": "Bad_Bucket"}),
     ("mlflow_s3_endpoint_url", r"http\(s\) URL", {"mlflow_s3_endpoint_url": "minio:9000"}),
     ("mlflow_backend_host", "must be set", {"mlflow_backend_host": ""}),

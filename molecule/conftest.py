@@ -54,6 +54,11 @@ def role_file(role: str, kind: str) -> dict[str, Any]:
     return data
 
 
+WIRING = ROOT / "inventories" / "lab" / "group_vars" / "all" / "00-stack.yml"
+# The MLflow release of the whole stack, from the one line that names it.
+MLFLOW_PIN = str(yaml.safe_load(WIRING.read_text())["mlflow_stack_mlflow_version"])
+
+
 # The PostgreSQL cluster unit of the test image (Debian 12), from the role's own table.
 PG_VERSION = role_file("postgresql", "vars")["__postgresql_default_versions"]["Debian-12"]
 PG_UNIT = f"postgresql@{PG_VERSION}-main"

@@ -42,15 +42,23 @@ ensure_docker() {
   die "dockerd did not come up; see $CACHE/dockerd.log"
 }
 
+# The stack's MLflow release, from the one line that names it.
+mlflow_pin() {
+  sed -n 's/^mlflow_stack_mlflow_version: *"\([^"]*\)".*/\1/p' "$ROOT/inventories/lab/group_vars/all/00-stack.yml"
+}
+
 ensure_venv() {
   local stamp="$VENV/.requirements.sha256"
-  local want
-  want=$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)
+  local want pin
+  pin=$(mlflow_pin)
+  [ -n "$pin" ] || die "no mlflow_stack_mlflow_version in inventories/lab/group_vars/all/00-stack.yml"
+  want=$({ cat "$ROOT/requirements.txt"; echo "mlflow==$pin"; } | sha256sum | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
-  log "Installing the pinned controller tooling into .venv"
+  log "Installing the pinned controller tooling and the MLflow $pin client into .venv"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -r "$ROOT/requirements.txt"
+  # The tests' client is the stack's release (requirements.txt does not name it).
+  "$VENV/bin/pip" install -q -r "$ROOT/requirements.txt" "mlflow==$pin"
   echo "$want" >"$stamp"
 }
 

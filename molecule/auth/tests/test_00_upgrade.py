@@ -26,12 +26,22 @@ import pytest
 import requests
 import testinfra.host
 import yaml
-from conftest import Stack, answers, json_report, record, role_defaults, run_playbook, run_site, wait_for
+from conftest import (
+    MLFLOW_PIN,
+    Stack,
+    answers,
+    json_report,
+    record,
+    role_defaults,
+    run_playbook,
+    run_site,
+    wait_for,
+)
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 OLD = "3.1.4"
-PIN = str(role_defaults("mlflow")["mlflow_version"])
+PIN = MLFLOW_PIN
 MODEL = "upgrade-model"
 BACKUP_DIR = str(role_defaults("mlflow_backup")["mlflow_backup_dir"])
 VENVS_DIR = str(role_defaults("mlflow")["mlflow_venvs_dir"])

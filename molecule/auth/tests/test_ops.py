@@ -20,6 +20,7 @@ import testinfra.host
 from availability import Probe
 from botocore.client import BaseClient
 from conftest import (
+    MLFLOW_PIN,
     Stack,
     answers,
     json_report,
@@ -35,7 +36,7 @@ from mlflow.tracking import MlflowClient
 
 BACKUP_DIR = str(role_defaults("mlflow_backup")["mlflow_backup_dir"])
 BACKUP_SCRIPT = "/usr/local/sbin/mlflow-stack-backup"
-PIN = str(role_defaults("mlflow")["mlflow_version"])
+PIN = MLFLOW_PIN
 VENVS_DIR = str(role_defaults("mlflow")["mlflow_venvs_dir"])
 T = TypeVar("T")
 AUTH_TABLES = (

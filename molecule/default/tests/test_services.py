@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 import requests
 import testinfra.host
-from conftest import PG_UNIT, Stack, role_defaults
+from conftest import MLFLOW_PIN, PG_UNIT, Stack, role_defaults
 
 
 @pytest.mark.parametrize("unit", [PG_UNIT, "minio", "mlflow"])
@@ -35,7 +35,7 @@ def test_mlflow_health(mlflow_url: str) -> None:
 
 def test_mlflow_version_is_the_pin(mlflow_url: str) -> None:
     response = requests.get(f"{mlflow_url}/version", timeout=10)
-    assert response.text.strip() == role_defaults("mlflow")["mlflow_version"]
+    assert response.text.strip() == MLFLOW_PIN
 
 
 def test_mlflow_refuses_unknown_host_header(mlflow_url: str) -> None:

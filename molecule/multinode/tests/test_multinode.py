@@ -27,6 +27,7 @@ import yaml
 from availability import Probe
 from botocore.client import BaseClient
 from conftest import (
+    MLFLOW_PIN,
     PG_CONF_DIR,
     PG_UNIT,
     PG_VERSION,
@@ -36,7 +37,6 @@ from conftest import (
     ipv4_of,
     main_pid,
     record,
-    role_defaults,
     run_playbook,
     run_site,
     wait_for,
@@ -48,10 +48,16 @@ testinfra_hosts = ["mn-lb"]
 
 STORAGE = [f"mn-minio{i}" for i in range(1, 5)]
 TRACKING = ["mn-mlflow1", "mn-mlflow2"]
-PIN = str(role_defaults("mlflow")["mlflow_version"])
+PIN = MLFLOW_PIN
 # The release before the pin, which molecule.yml converges: the same alembic
 # heads for both databases.
-SAME_SCHEMA = "3.17.1"
+SAME_SCHEMA = str(
+    json.loads(
+        yaml.safe_load((pathlib.Path(__file__).parents[1] / "molecule.yml").read_text())["provisioner"]["options"][
+            "extra-vars"
+        ]
+    )["mlflow_stack_mlflow_version"]
+)
 # No request through the load balancer may take longer, even while a server stops.
 MAX_LATENCY = 2.0
 

@@ -35,11 +35,11 @@ import skops
 from availability import Probe
 from conftest import (
     MAX_EXPOSURE,
+    MLFLOW_PIN,
     answers,
     check_exposure,
     main_pid,
     record,
-    role_defaults,
     run_playbook,
     run_site,
     wait_for,
@@ -52,7 +52,7 @@ from test_multinode import GROUPS, TRACKING, check_with_lb_log, downloads_throug
 
 testinfra_hosts = ["mn-lb"]
 
-PIN = str(role_defaults("mlflow_serving")["mlflow_serving_mlflow_version"])
+PIN = MLFLOW_PIN
 CHURN_PORT, LOOKUP_PORT = 5101, 5102
 # Inputs the tests predict on: the first half is positive for version 1, the
 # second half for version 2 (trained on the opposite labels).
