@@ -51,13 +51,8 @@ TRACKING = ["mn-mlflow1", "mn-mlflow2"]
 PIN = MLFLOW_PIN
 # The release before the pin, which molecule.yml converges: the same alembic
 # heads for both databases.
-SAME_SCHEMA = str(
-    json.loads(
-        yaml.safe_load((pathlib.Path(__file__).parents[1] / "molecule.yml").read_text())["provisioner"]["options"][
-            "extra-vars"
-        ]
-    )["mlflow_stack_mlflow_version"]
-)
+SCENARIO = yaml.safe_load((pathlib.Path(__file__).parents[1] / "molecule.yml").read_text())
+SAME_SCHEMA = str(json.loads(SCENARIO["provisioner"]["options"]["extra-vars"])["mlflow_stack_mlflow_version"])
 # No request through the load balancer may take longer, even while a server stops.
 MAX_LATENCY = 2.0
 
@@ -160,7 +155,9 @@ def test_00_upgrade_without_schema_change_rolls_with_no_failed_request(probe: Pr
     assert result.returncode == 0, output[-3000:]
     assert "(no change)" in output, "the schema was not compared"
     assert "migration needed" not in output
-    assert len(re.findall(r"TASK \[mlflow : Drain this server on the load balancers\]", output)) == 2
+    # Drained through the haproxy role's runtime API, one server after the other.
+    drained = re.findall(r"\(item=mn-lb: drain mn-mlflow\d in mlflow_tracking\)", output)
+    assert len(drained) == 2, output[-3000:]
     time.sleep(3)
     probe.stop()
     for name in TRACKING:

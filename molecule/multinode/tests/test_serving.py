@@ -336,7 +336,7 @@ def test_roll_model_switches_with_no_failed_request(
         assert invoke(served(name), X) == expected, name
     assert invoke(lb(address), X) == expected
     # Drained and put back one host at a time, the other model untouched.
-    assert len(re.findall(r"TASK \[mlflow_serving : Drain this host's switching models", output)) == 2
+    assert len(re.findall(r"\(item=mn-lb: drain mn-mlflow\d in model_", output)) == 2, output[-3000:]
     assert "mlflow-model@lookup: models:/lookup/1 -> version 1" in output
     assert {name: main_pid(node(name), "mlflow-model@lookup") for name in TRACKING} == lookup_pids, (
         "the roll of churn restarted lookup"
