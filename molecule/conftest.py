@@ -302,6 +302,37 @@ def check_client_flow(mlflow_url: str, s3: BaseClient, bucket: str) -> None:
         assert any(k.endswith("/requirements.txt") for k in model_keys), keys
 
 
+def seed_model(url: str, experiment_name: str, metric: str) -> dict[str, str]:
+    """A run with `metric` = 1.0 and a registered scikit-learn model (version 1),
+    made before a disruption and checked after it (assert_seeded)."""
+    mlflow.set_tracking_uri(url)
+    experiment = mlflow.set_experiment(experiment_name)
+    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
+        mlflow.log_metric(metric, 1.0)
+        features = np.array([[0.0], [1.0], [4.0], [5.0]])
+        model = LogisticRegression().fit(features, np.array([0, 0, 1, 1]))
+        name = f"{experiment_name}-model-{run.info.run_id[:8]}"
+        mlflow.sklearn.log_model(model, name="model", registered_model_name=name)
+    return {
+        "run_id": run.info.run_id,
+        "model": name,
+        "metric": metric,
+        "experiment_id": experiment.experiment_id,
+    }
+
+
+def assert_seeded(url: str, seeded: dict[str, str], *, load_model: bool = True) -> None:
+    """The seeded run's metric and model version are there; the model loads and
+    predicts (load_model: not where the server serves no artifacts)."""
+    client = MlflowClient(tracking_uri=url)
+    assert client.get_run(seeded["run_id"]).data.metrics[seeded["metric"]] == 1.0
+    assert client.get_model_version(seeded["model"], "1").status == "READY"
+    if load_model:
+        mlflow.set_tracking_uri(url)
+        model = mlflow.pyfunc.load_model(f"models:/{seeded['model']}/1")
+        assert list(model.predict(np.array([[0.0], [5.0]]))) == [0, 1]
+
+
 def json_report(stdout: str) -> dict[str, Any]:
     """The report a run with ANSIBLE_STDOUT_CALLBACK=ansible.posix.json printed."""
     report: dict[str, Any] = json.loads(stdout[stdout.index("{") :])

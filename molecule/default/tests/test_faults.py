@@ -11,13 +11,9 @@ import subprocess
 import time
 from collections.abc import Callable
 
-import mlflow
-import numpy as np
 import pytest
 import testinfra.host
-from conftest import PG_UNIT, Stack, answers, main_pid, record, wait_for
-from mlflow import MlflowClient
-from sklearn.linear_model import LogisticRegression
+from conftest import PG_UNIT, Stack, answers, assert_seeded, main_pid, record, seed_model, wait_for
 
 RECOVERY_SECONDS = 15
 
@@ -29,26 +25,7 @@ def healthy(url: str) -> Callable[[], bool]:
 @pytest.fixture(scope="module")
 def seeded(mlflow_url: str) -> dict[str, str]:
     """A run and a registered model, made before the faults, checked after each."""
-    mlflow.set_tracking_uri(mlflow_url)
-    experiment = mlflow.set_experiment(f"faults-{int(time.time())}")
-    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
-        mlflow.log_metric("before_faults", 1.0)
-        features = np.array([[0.0], [1.0], [4.0], [5.0]])
-        model = LogisticRegression().fit(features, np.array([0, 0, 1, 1]))
-        name = f"faults-model-{run.info.run_id[:8]}"
-        mlflow.sklearn.log_model(model, name="model", registered_model_name=name)
-    return {"run_id": run.info.run_id, "model": name}
-
-
-def assert_intact(url: str, seeded: dict[str, str], *, load_model: bool = True) -> None:
-    client = MlflowClient(tracking_uri=url)
-    assert client.get_run(seeded["run_id"]).data.metrics["before_faults"] == 1.0
-    assert client.get_model_version(seeded["model"], "1").status == "READY"
-    if not load_model:
-        return
-    mlflow.set_tracking_uri(url)
-    model = mlflow.pyfunc.load_model(f"models:/{seeded['model']}/1")
-    assert list(model.predict(np.array([[0.0], [5.0]]))) == [0, 1]
+    return seed_model(mlflow_url, f"faults-{int(time.time())}", "before_faults")
 
 
 @pytest.mark.parametrize(
@@ -98,7 +75,7 @@ def test_mlflow_waits_for_postgresql(
         host.check_output(f"systemctl start {PG_UNIT}")
     seconds = wait_for(healthy(f"{mlflow_url}/health"), 120)
     record(f"mlflow healthy {seconds:.1f} s after PostgreSQL came back")
-    assert_intact(mlflow_url, seeded)
+    assert_seeded(mlflow_url, seeded)
 
 
 def test_mlflow_starts_while_minio_is_down(
@@ -108,7 +85,7 @@ def test_mlflow_starts_while_minio_is_down(
     wait_for(healthy(f"{mlflow_url}/health"), 120)
     host.check_output("systemctl start minio")
     wait_for(healthy(f"{s3_url}/minio/health/live"), 60)
-    assert_intact(mlflow_url, seeded)
+    assert_seeded(mlflow_url, seeded)
 
 
 def test_host_restart_keeps_everything(
@@ -122,4 +99,4 @@ def test_host_restart_keeps_everything(
     record(f"host restart: mlflow healthy after {seconds:.1f} s")
     for unit in (PG_UNIT, "minio", "mlflow"):
         assert host.service(unit).is_running, unit
-    assert_intact(mlflow_url, seeded)
+    assert_seeded(mlflow_url, seeded)

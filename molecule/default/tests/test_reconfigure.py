@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import mlflow
-import numpy as np
 import pytest
 import requests
 import testinfra.host
@@ -38,15 +37,16 @@ from conftest import (
     Stack,
     answers,
     assert_clean,
+    assert_seeded,
     main_pid,
     run_site,
     s3_client,
     sampled_process_arguments,
     secret_forms,
+    seed_model,
     wait_for,
 )
 from mlflow import MlflowClient
-from sklearn.linear_model import LogisticRegression
 from test_secrets import SECRET_VARS
 
 UNIT = "/etc/systemd/system/mlflow.service"
@@ -113,26 +113,9 @@ def story(mlflow_url: str) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def seeded(mlflow_url: str, story: dict[str, Any]) -> dict[str, str]:
-    """A run with a metric, a registered model and an experiment, made before the runs."""
-    mlflow.set_tracking_uri(mlflow_url)
-    experiment = mlflow.set_experiment(f"before-workspaces-{story['suffix']}")
-    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
-        mlflow.log_metric("before_reconfiguring", 1.0)
-        features = np.array([[0.0], [1.0], [4.0], [5.0]])
-        model = LogisticRegression().fit(features, np.array([0, 0, 1, 1]))
-        name = f"reconfigure-model-{run.info.run_id[:8]}"
-        mlflow.sklearn.log_model(model, name="model", registered_model_name=name)
-    return {"run_id": run.info.run_id, "model": name, "experiment_id": experiment.experiment_id}
-
-
-def assert_intact(url: str, seeded: dict[str, str], *, load_model: bool) -> None:
-    client = MlflowClient(tracking_uri=url)
-    assert client.get_run(seeded["run_id"]).data.metrics["before_reconfiguring"] == 1.0
-    assert client.get_model_version(seeded["model"], "1").status == "READY"
-    if load_model:
-        mlflow.set_tracking_uri(url)
-        model = mlflow.pyfunc.load_model(f"models:/{seeded['model']}/1")
-        assert list(model.predict(np.array([[0.0], [5.0]]))) == [0, 1]
+    """A run with a metric and a registered model, in an experiment named like
+    the one the second workspace takes (run 1), made before the runs."""
+    return seed_model(mlflow_url, f"before-workspaces-{story['suffix']}", "before_reconfiguring")
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +196,7 @@ def test_moved_to_another_port_with_direct_artifacts_nothing_is_lost(
     assert not answers(f"{mlflow_url}/health", timeout=2), "the old port still answers"
     assert host.file(UNIT).contains("--workers 1")
     # Direct mode serves no artifacts: the metadata here, the objects in the bucket.
-    assert_intact(moved, seeded, load_model=False)
+    assert_seeded(moved, seeded, load_model=False)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.bucket).get("Contents", [])]
     assert any(k.endswith("/MLmodel") for k in keys)
 
@@ -280,7 +263,7 @@ def test_back_on_its_port_every_model_loads(
     rotated: dict[str, str], address: str, mlflow_url: str, seeded: dict[str, str]
 ) -> None:
     assert not answers(f"http://{address}:{MOVED_PORT}/health", timeout=2), "the moved port still answers"
-    assert_intact(mlflow_url, seeded, load_model=True)
+    assert_seeded(mlflow_url, seeded, load_model=True)
 
 
 def test_frame_header_none_and_no_cross_origin_grant(rotated: dict[str, str], mlflow_url: str) -> None:
