@@ -1,4 +1,4 @@
-"""A new site, made by the README's own steps, links the stack wiring instead
+"""A new site, made by the install guide's own steps, links the stack wiring instead
 of copying it: a fix to the example's 00-stack.yml reaches it, and the site's
 mlflow_stack_* settings reach both sides of every connection."""
 
@@ -19,12 +19,12 @@ WIRING = pathlib.PurePath("group_vars/all/00-stack.yml")
 
 
 def readme_steps() -> str:
-    """The shell block between the README's new-site markers."""
-    readme = (ROOT / "README.md").read_text()
+    """The shell block between the new-site markers of the install guide (docs/install.md)."""
+    guide = (ROOT / "docs" / "install.md").read_text()
     match = re.search(
-        r"<!-- new-site:begin[^>]*-->.*?```sh\n(.*?)\n\s*```\s*<!-- new-site:end -->", readme, re.DOTALL
+        r"<!-- new-site:begin[^>]*-->.*?```sh\n(.*?)\n\s*```\s*<!-- new-site:end -->", guide, re.DOTALL
     )
-    assert match, "README.md has no new-site block"
+    assert match, "docs/install.md has no new-site block"
     return match.group(1)
 
 
