@@ -18,7 +18,7 @@ ROLES = ["postgresql", "minio", "mlflow", "mlflow_serving", "mlflow_backup", "ha
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # "| `var` | `value` |" (a table row) and "`var` (default `value`)" (prose).
 STATED = [
-    re.compile(r"^\|\s*`(?P<name>[a-z][a-z0-9_]+)`\s*\|\s*`(?P<value>[^`]*)`\s*\|", re.MULTILINE),
+    re.compile(r"^\|\s*`(?P<name>[a-z][a-z0-9_]+)`\s*\|\s*`(?P<value>[^`]*)`[^|\n]*\|", re.MULTILINE),
     re.compile(r"`(?P<name>[a-z][a-z0-9_]+)`\s*\(default\s*`(?P<value>[^`]*)`\)"),
 ]
 
@@ -70,7 +70,22 @@ def test_every_default_the_docs_state_is_the_codes(page: pathlib.Path) -> None:
     assert wrong_defaults(page.read_text()) == []
 
 
+def test_the_docs_name_the_pin_by_its_variable() -> None:
+    """A bump is one line of the wiring: the docs say mlflow_stack_mlflow_version,
+    and its value shows only in a measurement that names the version it ran."""
+    pin = str(yaml.safe_load(WIRING.read_text())["mlflow_stack_mlflow_version"])
+    found = [
+        f"{page.relative_to(ROOT)}:{number}"
+        for page in PAGES
+        for number, line in enumerate(page.read_text().splitlines(), 1)
+        if pin in line and "measured" not in line
+    ]
+    assert found == []
+
+
 def test_a_wrong_default_in_either_form_is_found() -> None:
-    text = "| `mlflow_db_concurrency` | `32` | pools |\nworkers (`mlflow_port` (default `5001`))\n"
+    text = (
+        "| `mlflow_db_concurrency` | `32` (per server) | pools |\nworkers (`mlflow_port` (default `5001`))\n"
+    )
     assert [line.split(":")[0] for line in wrong_defaults(text)] == ["mlflow_db_concurrency", "mlflow_port"]
     assert wrong_defaults("| `mlflow_port` | `5000` | the port |") == []

@@ -83,8 +83,8 @@ def test_a_site_that_changes_the_pin_moves_every_tier(tmp_path: pathlib.Path, ve
 
 def test_the_pin_is_written_in_one_place() -> None:
     """Roles, playbooks, scenarios, tests, tooling and requirements name no
-    release of their own: a bump is the wiring's one line. (The README's prose
-    is checked by the docs' own test.)"""
+    release of their own: a bump is the wiring's one line. (The docs name it
+    neither: test_docs.py.)"""
     places = [ROOT / "requirements.txt"]
     for top in ("roles", "playbooks", "molecule", "bench", "scripts", "collections", "inventories"):
         places += [

@@ -102,13 +102,18 @@ def names_in(url: str, workspace: str | None) -> set[str]:
 @pytest.fixture(scope="module")
 def story(mlflow_url: str) -> Iterator[dict[str, Any]]:
     """What the runs leave for the checks; the scenario's settings come back at
-    the end whatever failed (a run that stopped half way included)."""
+    the end whatever failed (a run that stopped half way included: the shared
+    workspace name is renamed first, or the run back would stop on it)."""
     told: dict[str, Any] = {"restored": False, "suffix": uuid.uuid4().hex[:8]}
     yield told
-    if not told["restored"]:
-        run_site({})
-        wait_for(lambda: answers(f"{mlflow_url}/health"), timeout=120)
+    if told["restored"]:
+        return
+    if "clash" in told and "team" in told:
+        with contextlib.suppress(Exception), workspace_of(told["team"]):
+            MlflowClient(told["moved"]).rename_experiment(told["clash"], f"renamed-in-team-{told['suffix']}")
     mlflow.set_tracking_uri(mlflow_url)
+    converged(run_site({}))
+    wait_for(lambda: answers(f"{mlflow_url}/health"), timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +128,7 @@ def moved(address: str, seeded: dict[str, str], story: dict[str, Any]) -> str:
     """Run 1; the URL of the moved server."""
     converged(run_site({**MOVED, "mlflow_workspaces_enabled": True}))
     url = f"http://{address}:{MOVED_PORT}"
+    story["moved"] = url
     wait_for(lambda: answers(f"{url}/health"), timeout=120)
     return url
 
@@ -134,6 +140,7 @@ def clashing(moved: str, story: dict[str, Any]) -> str:
     mlflow.set_tracking_uri(moved)
     team = f"team-{story['suffix']}"
     mlflow.create_workspace(team)
+    story["team"] = team
     client = MlflowClient(moved)
     with workspace_of(team):
         client.create_experiment(f"only-in-team-{story['suffix']}")
@@ -194,8 +201,14 @@ def test_moved_to_another_port_with_direct_artifacts_nothing_is_lost(
     host: testinfra.host.Host,
 ) -> None:
     assert not answers(f"{mlflow_url}/health", timeout=2), "the old port still answers"
-    assert host.file(UNIT).contains("--workers 1")
-    # Direct mode serves no artifacts: the metadata here, the objects in the bucket.
+    assert host.file(UNIT).contains(r"--workers 1 \\$")
+    # Direct mode: the server serves no artifacts, and a new experiment's
+    # artifacts go to the bucket itself, not through the server.
+    assert host.file(UNIT).contains("--no-serve-artifacts")
+    client = MlflowClient(moved)
+    fresh = client.get_experiment(client.create_experiment(f"direct-{uuid.uuid4().hex[:8]}"))
+    assert fresh.artifact_location.startswith(f"s3://{stack.bucket}"), fresh.artifact_location
+    # The metadata here; the seeded model's objects in the bucket.
     assert_seeded(moved, seeded, load_model=False)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.bucket).get("Contents", [])]
     assert any(k.endswith("/MLmodel") for k in keys)

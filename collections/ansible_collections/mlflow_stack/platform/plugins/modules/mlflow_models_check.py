@@ -84,6 +84,15 @@ URI = re.compile(r"^models:/(?P<model>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<
 # Where the serving hosts can read a version's files: through the tracking server.
 PROXIED = re.compile(r"^(mlflow-artifacts|runs):/")
 
+
+class Refused(Exception):
+    """The tracking server refused the serving tier's login (401) or its reads (403)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 # GET path (with query) -> (HTTP status, JSON body).
 Get = Callable[[str], tuple[int, dict[str, Any]]]
 
@@ -186,6 +195,8 @@ def http_get(tracking_uri: str, username: str, password: str, ca_path: str | Non
             # 400 and 404 are the registry's "no such" answers; others fail the run.
             if error.code in (400, 404):
                 return error.code, {}
+            if error.code in (401, 403):
+                raise Refused(error.code) from error
             raise
 
     return get
@@ -207,6 +218,12 @@ def main() -> None:
     get = http_get(params["tracking_uri"], params["username"], params["password"], params["ca_path"])
     try:
         result = check(params["models"], get, params["tracking_uri"].strip(), params["default_workers"])
+    except Refused as refused:
+        module.fail_json(
+            msg=f"mlflow_serving_tracking_username: the registry at {params['tracking_uri']} answered"
+            f" {refused.status} to '{params['username']}' (mlflow_serving_tracking_password): "
+            + ("the login failed" if refused.status == 401 else "the user may not read the registered models")
+        )
     except (urllib.error.URLError, OSError, ValueError) as error:
         module.fail_json(
             msg=f"mlflow_serving_tracking_uri: the registry at {params['tracking_uri']} did not answer:"

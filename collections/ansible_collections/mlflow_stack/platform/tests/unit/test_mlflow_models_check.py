@@ -4,6 +4,7 @@ and proxied artifacts in a temporary directory."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import socket
 import subprocess
@@ -38,6 +39,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("registry")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    log = (home / "server.log").open("w")
     server = subprocess.Popen(
         [
             str(pathlib.Path(sys.executable).parent / "mlflow"),
@@ -53,8 +55,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--artifacts-destination",
             str(home / "artifacts"),
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        # No job consumers: the registry is all the tests need.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     try:
         deadline = time.monotonic() + 90
@@ -64,7 +68,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise
+                    raise AssertionError((home / "server.log").read_text()[-3000:]) from None
                 time.sleep(0.5)
         mlflow.set_tracking_uri(url)
         client = MlflowClient(url)
@@ -79,10 +83,14 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             mlflow.log_text("not a model", "files/readme.txt")
         client.create_registered_model("plain-file")
         client.create_model_version("plain-file", f"runs:/{run.info.run_id}/files", run_id=run.info.run_id)
+        # Registered from a bucket of its own: the registry points there, not at itself.
+        client.create_registered_model("elsewhere")
+        client.create_model_version("elsewhere", "s3://another-bucket/models/elsewhere")
         yield url
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()
 
 
 def entry(name: str, uri: str, **extra: object) -> dict[str, Any]:
@@ -125,15 +133,21 @@ def test_every_problem_is_reported_at_once_naming_its_entry(registry: str) -> No
         entry("bad2", "models:/churn@nosuch"),
         entry("bad3", "models:/churn/99"),
         entry("bad4", "models:/plain-file/1"),
+        entry("bad5", "models:/elsewhere/1"),
         entry("good", "models:/churn@champion"),
     ]
     result = check(models, http_get(registry, "", "", None), registry, 1)
     problems = result["problems"]
-    assert len(problems) == 4, problems
+    assert len(problems) == 5, problems
     assert "(bad1) names model 'no-such-model', which the registry at" in problems[0]
     assert "(bad2): model 'churn' has no alias 'nosuch'" in problems[1]
     assert "(bad3): model 'churn' has no version 99" in problems[2]
     assert "bad4) has no MLmodel at runs:/" in problems[3]
     assert problems[3].endswith("it is not an MLflow model")
-    # Resolved entries are pinned even when their files are wrong (bad4).
-    assert [p["name"] for p in result["pins"]] == ["bad4", "good"]
+    assert (
+        "(bad5) is stored at s3://another-bucket/models/elsewhere, which the serving hosts cannot reach"
+        in (problems[4])
+    )
+    assert problems[4].endswith("(mlflow_artifacts_mode: proxied)")
+    # Resolved entries are pinned even when their files are wrong (bad4, bad5).
+    assert [p["name"] for p in result["pins"]] == ["bad4", "bad5", "good"]
