@@ -65,12 +65,24 @@ def test_mlflow_waits_for_postgresql(
     why) instead of answering, then comes up once PostgreSQL returns."""
     since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
     host.check_output(f"systemctl stop {PG_UNIT} && systemctl restart mlflow")
+    cause = rf"OperationalError.*port {stack.database_port} failed: Connection refused"
+    seen = {"answered": False, "journal": ""}
+
+    def answered_or_failed_for_its_database() -> bool:
+        # Polled, not slept on: on a loaded host MLflow's imports alone can take
+        # longer than any fixed wait. An answer meanwhile ends the wait (and the test).
+        seen["answered"] = answers(f"{mlflow_url}/health", timeout=2)
+        seen["journal"] = host.check_output(
+            f"journalctl -u mlflow --no-pager -o cat --since {shlex.quote(since)}"
+        )
+        return bool(seen["answered"]) or re.search(cause, str(seen["journal"])) is not None
+
     try:
-        time.sleep(10)
+        wait_for(answered_or_failed_for_its_database, 120)
+        assert not seen["answered"], "mlflow answered without its database"
+        assert re.search(cause, str(seen["journal"])), str(seen["journal"])[-3000:]
+        # And still no answer after that failure (systemd keeps restarting it).
         assert not answers(f"{mlflow_url}/health", timeout=2), "mlflow answered without its database"
-        journal = host.check_output(f"journalctl -u mlflow --no-pager -o cat --since {shlex.quote(since)}")
-        cause = rf"OperationalError.*port {stack.database_port} failed: Connection refused"
-        assert re.search(cause, journal), journal[-3000:]
     finally:
         host.check_output(f"systemctl start {PG_UNIT}")
     seconds = wait_for(healthy(f"{mlflow_url}/health"), 120)
