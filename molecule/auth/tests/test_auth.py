@@ -19,6 +19,7 @@ from conftest import (
     run_site,
     sampled_process_arguments,
     secret_forms,
+    wait_for,
 )
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
@@ -123,6 +124,15 @@ def test_flask_secret_key_is_the_vault_value_and_survives_restarts(
     pid, environment = served()
     assert wanted in environment.splitlines()
     host.check_output("systemctl restart mlflow")
+
+    # Between systemd's fork and the server's exec the new PID still shows
+    # systemd's own environment (a window a loaded host widens): wait for the exec.
+    def exec_done() -> bool:
+        new = main_pid(host, "mlflow")
+        command = host.check_output(f"tr '\\0' ' ' < /proc/{new}/cmdline || true") if new else ""
+        return new != pid and "mlflow server" in command
+
+    wait_for(exec_done, 120)
     new_pid, environment = served()
     assert new_pid != pid
     assert wanted in environment.splitlines()
