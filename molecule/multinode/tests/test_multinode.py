@@ -297,74 +297,13 @@ def test_rolling_restart_fails_no_request(probe: Probe) -> None:
     check_with_lb_log(probe, ("roll", "rolled"), since)
 
 
-EXPORTER = "prometheus-postgres-exporter.service"
-EXPORTER_SETTINGS = "/etc/default/prometheus-postgres-exporter"
-EXPORTER_HOLD = f"/etc/systemd/system/{EXPORTER}.d/zz-test-start-limit.conf"
-
-
-def hold_exporter_at_its_start_limit(db: testinfra.host.Host) -> None:
-    """The state a fresh database host can be in when the role reaches the
-    exporter (Debian's postinst started it before its settings): failed, with
-    systemd refusing to start it. Held without timing: a bad flag makes every
-    start fail, and the test drop-in counts starts over an hour, not 10 s. Its
-    burst (3) leaves the run room for the role's start and its handler's restart."""
-    since = db.check_output("date '+%Y-%m-%d %H:%M:%S'")
-    db.check_output(
-        f"printf '[Unit]\\nStartLimitIntervalSec=1h\\nStartLimitBurst=3\\n' > {EXPORTER_HOLD}"
-        f" && echo 'ARGS=--no-such-flag' > {EXPORTER_SETTINGS} && systemctl daemon-reload"
-    )
-    refused = False
-    for _ in range(20):
-        start = db.run(f"systemctl start {EXPORTER}")
-        journal = db.check_output(f"journalctl -u {EXPORTER} --no-pager -o cat --since {shlex.quote(since)}")
-        if start.rc != 0 and "Start request repeated too quickly" in journal:
-            refused = True
-            break
-        time.sleep(0.5)
-    assert refused, "the exporter never reached its start limit"
-    assert db.check_output(f"systemctl show -p ActiveState --value {EXPORTER}") == "failed"
-
-
 @pytest.fixture(scope="module")
-def jobs_on() -> str:
+def jobs_on() -> None:
     """Job execution turned on as a site would (after the availability tests:
     each server's consumers import MLflow for ~19 CPU-seconds after /health,
-    which slows requests during a roll on these shared two cores). The same run
-    (one site run for both, CI time) meets mn-db's exporter held at its start
-    limit. Whatever happens, the hold goes and the exporter is left as the
-    role's settings run it, for test_stack_metrics.py. Returns the output."""
-    db = node("mn-db")
-    db.check_output(f"cp -p {EXPORTER_SETTINGS} {EXPORTER_SETTINGS}.before-test")
-    try:
-        hold_exporter_at_its_start_limit(db)
-        result = run_site({"mlflow_jobs_enabled": True})
-    finally:
-        db.check_output(
-            f"rm -f {EXPORTER_HOLD} && systemctl daemon-reload"
-            f" && if grep -q -- --no-such-flag {EXPORTER_SETTINGS}; then"
-            f" cp -p {EXPORTER_SETTINGS}.before-test {EXPORTER_SETTINGS}; fi"
-            f" && rm -f {EXPORTER_SETTINGS}.before-test"
-            f' && if [ "$(systemctl is-active {EXPORTER})" != active ]; then'
-            f" systemctl reset-failed {EXPORTER}; systemctl start {EXPORTER}; fi"
-        )
+    which slows requests during a roll on these shared two cores)."""
+    result = run_site({"mlflow_jobs_enabled": True})
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    return result.stdout
-
-
-def test_a_run_clears_an_exporter_held_at_its_start_limit_and_starts_it(jobs_on: str) -> None:
-    """The run that met the held exporter (jobs_on) cleared its failures on mn-db
-    and started it with the role's settings; it serves PostgreSQL's metrics."""
-    task = r"TASK \[postgresql : Clear the exporter's failed state and start limit\][^\n]*\n"
-    cleared = re.search(task + r"(changed|ok|skipping): \[mn-db\]", jobs_on)
-    assert cleared, "no result of the clearing task for mn-db in the run's output"
-    assert cleared.group(1) == "changed", "the run did not clear the exporter's start limit"
-    db = node("mn-db")
-    assert db.service(EXPORTER).is_running
-    assert "--no-such-flag" not in db.file("/etc/default/prometheus-postgres-exporter").content_string
-    # Still running a moment later (a bad setting would fail it again), and
-    # test_stack_metrics.py, after this module, reads pg_up 1 from it.
-    time.sleep(3)
-    assert db.check_output(f"systemctl show -p ActiveState --value {EXPORTER}") == "active"
 
 
 @pytest.mark.usefixtures("jobs_on")
