@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import mlflow
 import numpy as np
 import pytest
 import requests
+import stack_client
 import testinfra.host
 import yaml
 from botocore.client import BaseClient
@@ -83,6 +85,12 @@ def check_exposure(host: testinfra.host.Host, unit: str) -> float:
 def main_pid(host: testinfra.host.Host, unit: str) -> int:
     """The main PID systemd has for a unit; 0 when it is not running."""
     return int(host.check_output(f"systemctl show -p MainPID --value {unit}"))
+
+
+def deployed_record(host: testinfra.host.Host) -> stack_client.Tracking:
+    """What the tracking role published after its last converge on this host
+    (ansible_local.mlflow), read as every client of the stack reads it."""
+    return stack_client.tracking(lambda argv: host.check_output(shlex.join(argv)))
 
 
 def answers(url: str, timeout: float = 5) -> bool:

@@ -81,9 +81,13 @@ def render(role: str) -> str:
             paragraphs = description if isinstance(description, list) else [description]
             lines += [" ".join(str(p).split()) for p in paragraphs] + [""]
         options: dict[str, Any] = point.get("options") or {}
-        if name != "main" and options == (points.get("main") or {}).get("options"):
-            lines += ["Takes the same variables as `main`.", ""]
-            continue
+        main_options: dict[str, Any] = (points.get("main") or {}).get("options") or {}
+        if name != "main" and main_options and all(options.get(k) == v for k, v in main_options.items()):
+            if options == main_options:
+                lines += ["Takes the same variables as `main`.", ""]
+                continue
+            lines += ["Takes the variables of `main`, and:", ""]
+            options = {k: v for k, v in options.items() if k not in main_options}
         if not options:
             lines += ["No variables.", ""]
             continue

@@ -30,6 +30,7 @@ from conftest import (
     MLFLOW_PIN,
     Stack,
     answers,
+    deployed_record,
     json_report,
     record,
     role_defaults,
@@ -234,6 +235,7 @@ def failed_upgrade(host: testinfra.host.Host, stack: Stack, extra_vars: dict[str
     # The old version's venv is still the one the unit runs, and the server is stopped.
     assert f"{VENVS_DIR}/{OLD}/bin/mlflow server" in host.file(UNIT).content_string
     assert host.file(f"{VENVS_DIR}/{OLD}/bin/mlflow").exists
+    assert deployed_record(host).version == OLD, "the record must name what runs"
     assert not host.service("mlflow").is_running
     # The database was left at the old revision: the migration rolled back.
     assert psql(host, stack.database, "SELECT version_num FROM alembic_version") == revision
@@ -368,6 +370,7 @@ def test_old_venv_is_kept_to_go_back_to(upgrade: dict[str, Any], host: testinfra
         f"/opt/mlflow/venvs/{PIN}/bin/mlflow server"
         in host.file("/etc/systemd/system/mlflow.service").content_string
     )
+    assert deployed_record(host).version == PIN
 
 
 def test_second_run_after_the_upgrade_changes_nothing(upgrade: dict[str, Any]) -> None:

@@ -17,16 +17,28 @@ from typing import Any
 import pytest
 import requests
 import testinfra.host
-from conftest import answers, assert_clean, run_site, sampled_process_arguments, secret_forms, wait_for
+from conftest import (
+    answers,
+    assert_clean,
+    deployed_record,
+    run_site,
+    sampled_process_arguments,
+    secret_forms,
+    wait_for,
+)
 from gateway import read_key, secrets_config, stand_in_provider, store_key
 
 ENV_FILE = "/etc/mlflow/mlflow.env"
 KEK_LINES = r"^MLFLOW_CRYPTO_KEK_\(PASSPHRASE\|VERSION\)="
+# The role's root-only record of the passphrase the servers run with.
+KEK_RECORD = "/etc/mlflow/gateway-kek.json"
 
 
 def kek_version(host: testinfra.host.Host) -> int:
+    """The version the server runs with; the published fact must say the same."""
     found = re.search(r'(?m)^MLFLOW_CRYPTO_KEK_VERSION="(\d+)"$', host.file(ENV_FILE).content_string)
     assert found, f"no MLFLOW_CRYPTO_KEK_VERSION in {ENV_FILE}"
+    assert deployed_record(host).kek_version == int(found.group(1))
     return int(found.group(1))
 
 
@@ -76,7 +88,7 @@ def test_a_server_that_ran_with_the_default_passphrase_is_rotated_away_from_it(
 ) -> None:
     # The server as one deployed before the installer wrote a passphrase: no
     # passphrase in its environment, so MLflow's public default wraps the keys.
-    host.check_output(f"sed -i '/{KEK_LINES}/d' {ENV_FILE} && systemctl restart mlflow")
+    host.check_output(f"sed -i '/{KEK_LINES}/d' {ENV_FILE} && rm {KEK_RECORD} && systemctl restart mlflow")
     wait_for(lambda: answers(f"{mlflow_url}/health"), timeout=120)
     assert secrets_config(mlflow_url)["using_default_passphrase"] is True
     key["endpoint"] = store_key(mlflow_url, key["api_key"])

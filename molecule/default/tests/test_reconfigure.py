@@ -38,6 +38,7 @@ from conftest import (
     answers,
     assert_clean,
     assert_seeded,
+    deployed_record,
     main_pid,
     run_site,
     s3_client,
@@ -231,6 +232,7 @@ def test_workspaces_on_keep_what_existed_in_default_and_isolate_a_new_one(
 ) -> None:
     suffix = story["suffix"]
     assert host.file(UNIT).contains("--enable-workspaces")
+    assert deployed_record(host).workspaces is True
     assert "default" in {w.name for w in mlflow.list_workspaces()}
     assert f"before-workspaces-{suffix}" in names_in(moved, "default")
     assert f"only-in-team-{suffix}" not in names_in(moved, "default")
@@ -249,6 +251,7 @@ def test_workspaces_off_with_a_shared_name_stops_before_anything_changes(
     assert f"before-workspaces-{story['suffix']}" in output, output[-3000:]
     assert main_pid(host, "mlflow") == stopped["pid"], "the server was restarted by a run that stopped"
     assert host.file(UNIT).contains("--enable-workspaces")
+    assert deployed_record(host).workspaces is True
     assert f"only-in-team-{story['suffix']}" in names_in(moved, clashing)
 
 
@@ -265,6 +268,7 @@ def test_workspaces_off_moves_everything_into_default(
     suffix = story["suffix"]
     assert "Workspaces off: Moved" in rotated["output"]
     assert not host.file(UNIT).contains("--enable-workspaces")
+    assert deployed_record(host).workspaces is False
     names = names_in(mlflow_url, None)
     assert {f"before-workspaces-{suffix}", f"only-in-team-{suffix}", f"renamed-in-team-{suffix}"} <= names
     assert (

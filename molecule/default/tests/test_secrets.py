@@ -20,6 +20,8 @@ SECRET_VARS = [
 # Every file that may hold one of them, with its exact owner, group and mode.
 SECRET_FILES = {
     "/etc/mlflow/mlflow.env": ("root", "root", 0o600),
+    # The gateway passphrase, read back by the next run (roles/mlflow/tasks/kek.yml).
+    "/etc/mlflow/gateway-kek.json": ("root", "root", 0o600),
     "/etc/default/minio": ("root", "root", 0o600),
     "/root/.mcli/config.json": ("root", "root", 0o600),
     # MLflow's S3 keys, for the backup script.

@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 import requests
 import testinfra.host
-from conftest import MLFLOW_PIN, PG_UNIT, Stack, role_defaults
+from conftest import MLFLOW_PIN, PG_UNIT, Stack, deployed_record, main_pid, role_defaults
 
 
 @pytest.mark.parametrize("unit", [PG_UNIT, "minio", "mlflow"])
@@ -129,3 +129,21 @@ def test_job_execution_is_off_by_default(host: testinfra.host.Host) -> None:
     assert "mlflow server" in processes
     assert "huey" not in processes
     assert "_job_runner" not in processes
+
+
+def test_the_published_record_names_what_runs(
+    host: testinfra.host.Host, mlflow_url: str, stack: Stack
+) -> None:
+    """ansible_local.mlflow, what the plays, bench/ and the tests read instead of
+    the rendered unit: each value against the running server itself."""
+    record = deployed_record(host)
+    assert record.version == MLFLOW_PIN == requests.get(f"{mlflow_url}/version", timeout=10).text.strip()
+    assert record.port == stack.tracking_port
+    assert record.database == stack.database
+    assert record.artifacts_destination.startswith(f"s3://{stack.bucket}")
+    command = host.check_output(f"tr '\\0' '\\n' < /proc/{main_pid(host, 'mlflow')}/cmdline").splitlines()
+    assert command[0].startswith(f"{record.venv}/bin/"), command
+    assert command[command.index("--workers") + 1] == str(record.workers)
+    assert record.artifacts_destination in command
+    assert record.kek_version >= 1
+    assert record.workspaces == ("--enable-workspaces" in command)
