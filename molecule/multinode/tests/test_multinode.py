@@ -21,6 +21,7 @@ from typing import Any
 import mlflow
 import pytest
 import requests
+import stack_client
 import testinfra
 import testinfra.host
 import yaml
@@ -69,7 +70,8 @@ def ipv4(name: str) -> str:
 def downloads_through_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
     # MLflow would hand this controller presigned URLs naming mn-lb, a name
     # only the containers resolve; the client streams through MLflow instead.
-    monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+    for name, value in stack_client.multipart_settings(direct=False).items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
@@ -206,6 +208,20 @@ def test_mlflow_accepts_the_load_balancer_names(address: str, stack: Stack) -> N
         headers = {"Host": f"{name}:{stack.tracking_port}"}
         assert requests.get(url, headers=headers, timeout=10).status_code == 200, name
     assert requests.get(url, headers={"Host": "evil.example"}, timeout=10).status_code == 403
+
+
+def test_the_balancer_publishes_its_frontends_and_runtime_api(address: str, stack: Stack) -> None:
+    """ansible_local.haproxy, where tools find the load balancer (bench/'s
+    scale-out reads it): the ports answer, the socket is HAProxy's own."""
+    lb = node("mn-lb")
+    balancer = stack_client.balancer(lambda argv: lb.check_output(shlex.join(argv)))
+    assert balancer.mlflow_port == stack.tracking_port
+    assert answers(f"http://{address}:{balancer.mlflow_port}/health")
+    assert balancer.s3_port == stack.s3_port
+    state = lb.check_output(
+        f"echo 'show servers state mlflow_tracking' | socat stdio {balancer.admin_socket}"
+    )
+    assert all(name in state for name in TRACKING), state
 
 
 def test_client_flow_through_the_load_balancer(mlflow_url: str, s3: BaseClient, stack: Stack) -> None:
