@@ -313,13 +313,75 @@ def test_rolling_restart_fails_no_request(probe: Probe) -> None:
     check_with_lb_log(probe, ("roll", "rolled"), since)
 
 
+EXPORTER = "prometheus-postgres-exporter.service"
+# A runtime drop-in (gone with the test): every start fails while the flag file
+# exists, and systemd allows one start an hour. No timing: once the flag is
+# gone, starts are refused all the same until the failures are cleared.
+EXPORTER_HOLD_DIR = f"/run/systemd/system/{EXPORTER}.d"
+EXPORTER_HOLD = """[Unit]
+StartLimitIntervalSec=1h
+StartLimitBurst=1
+[Service]
+ExecStartPre=/bin/sh -c '! test -e /run/hold-exporter'
+Restart=no
+"""
+
+
+def hold_exporter_at_its_start_limit(db: testinfra.host.Host) -> dict[str, Any]:
+    """The state a fresh database host can be in when the role reaches the
+    exporter (Debian's postinst started it before its settings, and it failed
+    until systemd refused it): failed, and refused although nothing is wrong
+    with it any more. What was seen goes to the test, which asserts on it."""
+    db.check_output(
+        f"mkdir -p {EXPORTER_HOLD_DIR}"
+        f" && printf %s {shlex.quote(EXPORTER_HOLD)} > {EXPORTER_HOLD_DIR}/hold.conf"
+        f" && systemctl daemon-reload && touch /run/hold-exporter"
+    )
+    failed = db.run(f"systemctl restart {EXPORTER}").rc
+    db.check_output("rm -f /run/hold-exporter")
+    refused = db.run(f"systemctl start {EXPORTER}").rc
+    return {
+        "failed": failed,
+        "refused": refused,
+        "state": db.check_output(f"systemctl show -p ActiveState --value {EXPORTER}"),
+    }
+
+
 @pytest.fixture(scope="module")
-def jobs_on() -> None:
+def jobs_on() -> dict[str, Any]:
     """Job execution turned on as a site would (after the availability tests:
     each server's consumers import MLflow for ~19 CPU-seconds after /health,
-    which slows requests during a roll on these shared two cores)."""
-    result = run_site({"mlflow_jobs_enabled": True})
+    which slows requests during a roll on these shared two cores). The same run
+    (one site run for both, CI time) meets mn-db's exporter held at its start
+    limit; whatever happens, the hold goes afterwards."""
+    db = node("mn-db")
+    try:
+        held = hold_exporter_at_its_start_limit(db)
+        result = run_site({"mlflow_jobs_enabled": True})
+        # Before the teardown, which would start it too.
+        held["after_run"] = db.run(f"systemctl is-active {EXPORTER}").stdout.strip()
+    finally:
+        db.check_output(
+            f"rm -rf {EXPORTER_HOLD_DIR} /run/hold-exporter && systemctl daemon-reload"
+            f' && if [ "$(systemctl is-active {EXPORTER})" != active ]; then'
+            f" systemctl reset-failed {EXPORTER}; systemctl start {EXPORTER}; fi"
+        )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return {"held": held, "output": result.stdout}
+
+
+def test_a_run_clears_an_exporter_held_at_its_start_limit_and_starts_it(jobs_on: dict[str, Any]) -> None:
+    """The run that met the held exporter (jobs_on) cleared its failures on mn-db
+    and started it: without the role's clearing step, its start is refused."""
+    held = jobs_on["held"]
+    assert held["failed"] != 0, "the held exporter started: the hold did not work"
+    assert held["refused"] != 0, "systemd started the exporter: it was not at its start limit"
+    assert held["state"] == "failed"
+    task = r"TASK \[postgresql : Clear the exporter's failed state and start limit\][^\n]*\n"
+    cleared = re.search(task + r"\s*(changed|ok|skipping): \[mn-db\]", jobs_on["output"])
+    assert cleared, "no result of the clearing task for mn-db in the run's output"
+    assert cleared.group(1) == "changed", "the run did not clear the exporter's start limit"
+    assert held["after_run"] == "active", "the run left the exporter stopped"
 
 
 @pytest.mark.usefixtures("jobs_on")
