@@ -109,7 +109,7 @@ def s3_client(host: Host, secrets: pathlib.Path) -> tuple[BaseClient, str]:
     values = stack_client.lab_secrets(secrets)
     client = boto3.client(
         "s3",
-        endpoint_url=f"http://{host.address}:9000",
+        endpoint_url=f"http://{host.address}:{host.s3_port}",
         aws_access_key_id=values["vault_minio_mlflow_access_key"],
         aws_secret_access_key=values["vault_minio_mlflow_secret_key"],
         region_name="us-east-1",

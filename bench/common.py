@@ -13,6 +13,7 @@ import queue
 import shutil
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -56,8 +57,9 @@ class Host:
     venv: str
     database: str
     workers: int
-    # The deployed server's s3://bucket[/prefix].
+    # The deployed server's s3://bucket[/prefix], and MinIO's port.
     artifacts_destination: str
+    s3_port: int
 
     def run(self, *command: str, user: str = "root", check: bool = True) -> str:
         result = subprocess.run(
@@ -97,7 +99,7 @@ def find_host(container: str) -> Host:
     """A container that runs the deployed tracking server, as its local fact
     (ansible_local.mlflow) records it."""
     address = container_address(container)
-    probe = Host(container, address, 0, "", "", 0, "")
+    probe = Host(container, address, 0, "", "", 0, "", 0)
     info = stack_client.tracking(lambda argv: probe.run(*argv))
     return Host(
         container=container,
@@ -107,12 +109,13 @@ def find_host(container: str) -> Host:
         database=info.database,
         workers=info.workers,
         artifacts_destination=info.artifacts_destination,
+        s3_port=urllib.parse.urlsplit(info.s3_endpoint).port or 9000,
     )
 
 
 def find_host_plain(container: str) -> Host:
     """A container that runs no tracking server (the load balancer)."""
-    return Host(container, container_address(container), 0, "", "", 0, "")
+    return Host(container, container_address(container), 0, "", "", 0, "", 0)
 
 
 def wait_healthy(url: str, timeout: float) -> None:

@@ -5,7 +5,6 @@ come from the local fact the haproxy role publishes (stack_client)."""
 
 from __future__ import annotations
 
-import shlex
 import statistics
 import subprocess
 import time
@@ -17,9 +16,9 @@ from load import tracking_load
 from resources import wait_quiet
 
 
-def serve_with(servers: list[Host], count: int, lb: Host, admin_socket: str) -> None:
+def serve_with(servers: list[Host], count: int, lb: Host, balancer: stack_client.Balancer) -> None:
     """Runs MLflow on the first `count` tracking servers only, and waits until
-    HAProxy (its runtime API at `admin_socket`) sees it that way and the started
+    HAProxy (through its runtime API) sees it that way and the started
     servers are quiet."""
     for index, server in enumerate(servers):
         state = server.run("systemctl", "is-active", "mlflow", check=False)
@@ -31,16 +30,12 @@ def serve_with(servers: list[Host], count: int, lb: Host, admin_socket: str) -> 
             server.run("systemctl", "stop", "mlflow")
     # HAProxy's checks (fall 2, rise 2, every 2 s) follow within seconds.
     time.sleep(10)
-    stats = lb.run(
-        "sh",
-        "-c",
-        f"echo 'show servers state mlflow_tracking' | socat stdio {shlex.quote(admin_socket)}",
-        check=False,
+    stats = stack_client.runtime_api(
+        lambda argv: lb.run(*argv), balancer, "show servers state mlflow_tracking"
     )
-    if stats:
-        up = sum(1 for line in stats.splitlines()[2:] if len(line.split()) > 5 and line.split()[5] == "2")
-        if up != count:
-            raise RuntimeError(f"HAProxy has {up} tracking servers up, expected {count}")
+    up = sum(1 for line in stats.splitlines()[2:] if len(line.split()) > 5 and line.split()[5] == "2")
+    if up != count:
+        raise RuntimeError(f"HAProxy has {up} tracking servers up, expected {count}")
 
 
 def scale_out(lb_name: str, server_names: list[str], cpus: float, settings: Settings) -> dict[str, Any]:
@@ -60,14 +55,14 @@ def scale_out(lb_name: str, server_names: list[str], cpus: float, settings: Sett
         )
     try:
         for count in counts:
-            serve_with(servers, count, lb, balancer.admin_socket)
+            serve_with(servers, count, lb, balancer)
             samples[count].append(tracking_load(url, clients, settings)[0])
     finally:
         for server in servers:
             subprocess.run(
                 [DOCKER, "update", "--cpus", "0", server.container], check=True, capture_output=True
             )
-        serve_with(servers, len(servers), lb, balancer.admin_socket)
+        serve_with(servers, len(servers), lb, balancer)
     medians = {
         f"{count}_servers": {key: statistics.median(row[key] for row in rows) for key in rows[0]}
         for count, rows in samples.items()

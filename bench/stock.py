@@ -16,14 +16,19 @@ def stock_server(host: Host) -> Iterator[None]:
     deployed server's database and bucket, under bench-stock/, environment file
     and user) and its worker count, which is the deployed server's: the
     comparison is per worker. A transient unit, stopped at the end."""
+    # Where the deployed unit runs, as systemd has it (not its unit file's text).
+    shown = host.run("systemctl", "show", "-p", "User,WorkingDirectory,EnvironmentFiles", "mlflow")
+    unit = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+    user, directory = unit["User"], unit["WorkingDirectory"]
+    environment_file = unit["EnvironmentFiles"].split()[0]
     host.run("systemctl", "stop", STOCK_UNIT, check=False)
     host.run("systemctl", "reset-failed", STOCK_UNIT, check=False)
     host.run(
         "systemd-run", f"--unit={STOCK_UNIT}",
-        "-p", "User=mlflow",
-        "-p", "EnvironmentFile=/etc/mlflow/mlflow.env",
-        "-p", "WorkingDirectory=/var/lib/mlflow",
-        "-p", "Environment=HOME=/var/lib/mlflow",
+        "-p", f"User={user}",
+        "-p", f"EnvironmentFile={environment_file}",
+        "-p", f"WorkingDirectory={directory}",
+        "-p", f"Environment=HOME={directory}",
         f"{host.venv}/bin/mlflow", "server",
         # Reachable from the benchmark's own host, as the deployed server is.
         "--host", "0.0.0.0",  # noqa: S104

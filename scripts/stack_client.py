@@ -45,6 +45,7 @@ class Tracking:
     workers: int
     database: str
     artifacts_destination: str
+    s3_endpoint: str
     kek_version: int
     workspaces: bool
 
@@ -59,8 +60,15 @@ class Balancer:
 
 
 def local_fact(run: Runner, name: str) -> dict[str, Any]:
-    text = run(["cat", f"{FACTS_DIR}/{name}.fact"])
-    fact: dict[str, Any] = json.loads(text)
+    path = f"{FACTS_DIR}/{name}.fact"
+    try:
+        text = run(["cat", path])
+        fact: dict[str, Any] = json.loads(text)
+    except Exception as error:
+        raise RuntimeError(
+            f"cannot read {path} ({error}): the {name} role writes it on every converge;"
+            " run site.yml on this host again"
+        ) from error
     return fact
 
 
@@ -74,6 +82,27 @@ def balancer(run: Runner) -> Balancer:
     """Where HAProxy on this host listens, and its runtime API."""
     fact = local_fact(run, "haproxy")
     return Balancer(**{field.name: fact[field.name] for field in dataclasses.fields(Balancer)})
+
+
+# Runs on the load balancer with its own python3 (socat is not installed):
+# one command to HAProxy's runtime API, the answer to stdout.
+RUNTIME_API = """
+import socket, sys
+with socket.socket(socket.AF_UNIX) as s:
+    s.connect(sys.argv[1])
+    s.sendall(sys.argv[2].encode() + b"\\n")
+    chunks = iter(lambda: s.recv(65536), b"")
+    sys.stdout.write(b"".join(chunks).decode())
+"""
+
+
+def runtime_api(run: Runner, balancer: Balancer, command: str) -> str:
+    """HAProxy's answer to one runtime API command (e.g. `show servers state
+    mlflow_tracking`), through the socket the haproxy role publishes."""
+    answer = run(["python3", "-c", RUNTIME_API, balancer.admin_socket, command])
+    if not answer.strip():
+        raise RuntimeError(f"HAProxy's runtime API gave no answer to {command!r}")
+    return answer
 
 
 def lab_secrets(path: pathlib.Path) -> dict[str, str]:

@@ -4,6 +4,7 @@ the role's prefix, and every secret is marked no_log."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -43,3 +44,24 @@ def test_secrets_are_no_log(role: str) -> None:
             for word in ("password", "passphrase", "secret", "access_key", "root_user", "private_key")
         ):
             assert option.get("no_log") is True, name
+
+
+def included_entry_points() -> list[tuple[str, str, str]]:
+    """(playbook, role, tasks_from) for every include_role with tasks_from in playbooks/."""
+    found = []
+    for path in sorted((ROOT / "playbooks").glob("*.yml")):
+        text = path.read_text()
+        for role, point in re.findall(r"name: (\w+)\n\s+tasks_from: (\S+)", text):
+            found.append((path.name, role, point))
+    return found
+
+
+def test_plays_include_roles_only_through_documented_entry_points() -> None:
+    """Ansible validates (and docs/reference documents) an entry point only when
+    tasks_from names it exactly: `prepare`, not `prepare.yml`."""
+    points = included_entry_points()
+    assert len(points) >= 20, points
+    for playbook, role, point in points:
+        specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
+        assert point in specs["argument_specs"], f"{playbook}: {role} has no entry point {point!r}"
+        assert (ROOT / "roles" / role / "tasks" / f"{point}.yml").exists(), f"{playbook}: {role}/{point}"

@@ -37,7 +37,7 @@ TRACKING_TASK = "Publish what this host runs as a local fact"
         (
             stack_client.Tracking,
             "roles/mlflow/tasks/state.yml",
-            "Publish what this host runs as a local fact",
+            TRACKING_TASK,
         ),
         (stack_client.Balancer, "roles/haproxy/tasks/service.yml", "Write the local fact"),
     ],
@@ -49,7 +49,8 @@ def test_reads_exactly_what_the_role_publishes(record: type, path: str, task: st
 def test_tracking_reads_the_fact_through_the_runner() -> None:
     fact = (
         '{"version": "9.9.9", "venv": "/opt/mlflow/venvs/9.9.9", "port": 5000, "workers": 2,'
-        ' "database": "mlflow", "artifacts_destination": "s3://mlflow", "kek_version": 1,'
+        ' "database": "mlflow", "artifacts_destination": "s3://mlflow",'
+        ' "s3_endpoint": "http://127.0.0.1:9000", "kek_version": 1,'
         ' "workspaces": false}'
     )
     asked: list[list[str]] = []

@@ -32,6 +32,7 @@ ENV_FILE = "/etc/mlflow/mlflow.env"
 KEK_LINES = r"^MLFLOW_CRYPTO_KEK_\(PASSPHRASE\|VERSION\)="
 # The role's root-only record of the passphrase the servers run with.
 KEK_RECORD = "/etc/mlflow/gateway-kek.json"
+FACT = "/etc/ansible/facts.d/mlflow.fact"
 
 
 def kek_version(host: testinfra.host.Host) -> int:
@@ -128,13 +129,21 @@ def test_a_stored_key_survives_passphrase_changes(
     new_passphrase: str,
 ) -> None:
     """The gateway on again with a new passphrase in vault, then the original
-    one: two rotations, and the key stored under the default is read each time."""
+    one: two rotations, and the key stored under the default is read each time.
+    The second meets the server as a release from before the records left it
+    (no ansible_local.mlflow, no gateway-kek.json): the passphrase it runs with
+    is imported from its environment file, or the rotation could not unwrap the
+    key, and the records are written again."""
     for label, extra in (("a new", {"vault_mlflow_kek_passphrase": new_passphrase}), ("the original", None)):
         version = kek_version(host)
+        if extra is None:
+            host.check_output(f"rm {KEK_RECORD} {FACT}")
         output = site_run(extra, passphrases, host)
         assert_rotated(output, host, version)
         assert secrets_config(mlflow_url)["using_default_passphrase"] is False
         assert read_key(mlflow_url, key["endpoint"]) == key["api_key"], (
             f"after the rotation to {label} passphrase"
         )
+    assert host.file(KEK_RECORD).mode == 0o600
+    assert host.file(FACT).exists
     assert_clean(host.check_output("journalctl --no-pager -o cat -u mlflow"), passphrases, "MLflow's journal")

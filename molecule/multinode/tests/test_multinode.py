@@ -15,7 +15,7 @@ import re
 import shlex
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import mlflow
@@ -214,13 +214,15 @@ def test_the_balancer_publishes_its_frontends_and_runtime_api(address: str, stac
     """ansible_local.haproxy, where tools find the load balancer (bench/'s
     scale-out reads it): the ports answer, the socket is HAProxy's own."""
     lb = node("mn-lb")
-    balancer = stack_client.balancer(lambda argv: lb.check_output(shlex.join(argv)))
+
+    def run(argv: Sequence[str]) -> str:
+        return str(lb.check_output(shlex.join(argv)))
+
+    balancer = stack_client.balancer(run)
     assert balancer.mlflow_port == stack.tracking_port
     assert answers(f"http://{address}:{balancer.mlflow_port}/health")
     assert balancer.s3_port == stack.s3_port
-    state = lb.check_output(
-        f"echo 'show servers state mlflow_tracking' | socat stdio {balancer.admin_socket}"
-    )
+    state = stack_client.runtime_api(run, balancer, "show servers state mlflow_tracking")
     assert all(name in state for name in TRACKING), state
 
 
