@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import boto3
@@ -87,10 +87,19 @@ def main_pid(host: testinfra.host.Host, unit: str) -> int:
     return int(host.check_output(f"systemctl show -p MainPID --value {unit}"))
 
 
+def runner(host: testinfra.host.Host) -> stack_client.Runner:
+    """A command runner on the host for stack_client (which runs argv lists)."""
+
+    def run(argv: Sequence[str]) -> str:
+        return str(host.check_output(shlex.join(argv)))
+
+    return run
+
+
 def deployed_record(host: testinfra.host.Host) -> stack_client.Tracking:
     """What the tracking role published after its last converge on this host
     (ansible_local.mlflow), read as every client of the stack reads it."""
-    return stack_client.tracking(lambda argv: host.check_output(shlex.join(argv)))
+    return stack_client.tracking(runner(host))
 
 
 def answers(url: str, timeout: float = 5) -> bool:

@@ -15,7 +15,7 @@ import re
 import shlex
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import mlflow
@@ -40,6 +40,7 @@ from conftest import (
     record,
     run_playbook,
     run_site,
+    runner,
     wait_for,
 )
 from gateway import read_key, secrets_config, stand_in_provider, store_key
@@ -213,11 +214,7 @@ def test_mlflow_accepts_the_load_balancer_names(address: str, stack: Stack) -> N
 def test_the_balancer_publishes_its_frontends_and_runtime_api(address: str, stack: Stack) -> None:
     """ansible_local.haproxy, where tools find the load balancer (bench/'s
     scale-out reads it): the ports answer, the socket is HAProxy's own."""
-    lb = node("mn-lb")
-
-    def run(argv: Sequence[str]) -> str:
-        return str(lb.check_output(shlex.join(argv)))
-
+    run = runner(node("mn-lb"))
     balancer = stack_client.balancer(run)
     assert balancer.mlflow_port == stack.tracking_port
     assert answers(f"http://{address}:{balancer.mlflow_port}/health")
