@@ -3,6 +3,7 @@ their health checks, and run the pinned versions."""
 
 from __future__ import annotations
 
+import json
 import shlex
 from typing import Any
 
@@ -147,3 +148,25 @@ def test_the_published_record_names_what_runs(
     assert record.artifacts_destination in command
     assert record.kek_version >= 1
     assert record.workspaces == ("--enable-workspaces" in command)
+
+
+def test_the_server_imports_mlflow_from_bytecode_compiled_at_install(host: testinfra.host.Host) -> None:
+    """The service user cannot write into its root-owned venv, so a venv installed
+    without bytecode (uv's default) makes every worker and every helper a run
+    starts compile MLflow from source again. Imported as that user, every module
+    of the venv that the app loads must have its compiled file already, and
+    that file is root's."""
+    record = deployed_record(host)
+    probe = (
+        "import json, os, sys, mlflow.server.fastapi_app as app; "
+        "print(json.dumps({'app': app.__cached__, 'missing': sorted(m.__cached__ "
+        "for m in list(sys.modules.values()) "
+        "if (getattr(m, '__file__', None) or '').startswith(sys.prefix + '/') "
+        "and m.__file__.endswith('.py') and not os.path.exists(m.__cached__ or ''))}))"
+    )
+    python = f"{record.venv}/bin/python"
+    out = host.check_output(f"cd / && runuser -u mlflow -- {python} -c {shlex.quote(probe)}")
+    found = json.loads(out.strip().splitlines()[-1])
+    missing = found["missing"]
+    assert missing == [], f"{len(missing)} modules without bytecode, e.g. {missing[:5]}"
+    assert host.file(found["app"]).user == "root"
