@@ -203,10 +203,15 @@ def failed_tasks(report: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+# Valid for the role (x.y.z plus a suffix), never published.
+BAD_PIN = "3.17.2.post999"
+
+
 def test_a_pin_pip_cannot_install_fails_and_the_server_keeps_answering(
     host: testinfra.host.Host, mlflow_url: str
 ) -> None:
-    """MLflow 3.18.0 is on PyPI, but its mlflow-skinny 3.18.0 is not: the install
+    """A pin no index can ever serve (3.17.2.post999: 3.18.0, used before,
+    became installable when mlflow-tracing 3.18.0 was published): the install
     into the new version's venv fails, the run stops at that task (the JSON
     report's last task for the host), the venv is left without the stamp that
     marks a complete install, and the server keeps answering with its unit
@@ -215,7 +220,7 @@ def test_a_pin_pip_cannot_install_fails_and_the_server_keeps_answering(
     probe = Probe(f"{mlflow_url}/health", max_seconds=400).start()
     try:
         probe.mark("start")
-        result = run_site({"mlflow_version": "3.18.0"}, env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
+        result = run_site({"mlflow_version": BAD_PIN}, env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
         probe.mark("end")
         # The probe runs on past the end, so that the window's last (partial)
         # second is judged on the requests of a whole second.
@@ -231,7 +236,7 @@ def test_a_pin_pip_cannot_install_fails_and_the_server_keeps_answering(
     assert install.search(failed[-1][0]), failed
     ran = [task["task"]["name"] for play in report["plays"] for task in play["tasks"] if task["hosts"]]
     assert install.search(ran[-1]), f"tasks ran after the failed install: {ran[-5:]}"
-    venv = f"{VENVS_DIR}/3.18.0"
+    venv = f"{VENVS_DIR}/{BAD_PIN}"
     assert not host.file(f"{venv}/.mlflow-stack-requirements").exists, "the failed venv is stamped complete"
     assert not host.file(f"{venv}/bin/mlflow").exists
     probe.check(("start", "end"), max_latency=2.0)
