@@ -203,15 +203,16 @@ def failed_tasks(report: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-# Valid for the role (x.y.z plus a suffix), never published.
-BAD_PIN = "3.17.2.post999"
+# Valid for the role (x.y.z), never published, and not the stack's pin or a
+# variant of it (the pin is written in one place: test_version_pin).
+BAD_PIN = "3.999.0"
 
 
 def test_a_pin_pip_cannot_install_fails_and_the_server_keeps_answering(
     host: testinfra.host.Host, mlflow_url: str
 ) -> None:
-    """A pin no index can ever serve (3.17.2.post999: 3.18.0, used before,
-    became installable when mlflow-tracing 3.18.0 was published): the install
+    """A pin no index serves (3.999.0; 3.18.0, used before, became
+    installable when mlflow-tracing 3.18.0 was published): the install
     into the new version's venv fails, the run stops at that task (the JSON
     report's last task for the host), the venv is left without the stamp that
     marks a complete install, and the server keeps answering with its unit
