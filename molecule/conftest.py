@@ -110,8 +110,9 @@ def answers(url: str, timeout: float = 5) -> bool:
         return False
 
 
-def wait_for(check: Callable[[], bool], timeout: float) -> float:
-    """Seconds until check() holds (an AssertionError counts as not yet); fails the test after timeout."""
+def wait_for(check: Callable[[], bool], timeout: float, diagnose: Callable[[], str] | None = None) -> float:
+    """Seconds until check() holds (an AssertionError counts as not yet); fails the
+    test after timeout, with diagnose()'s text (the host's side of it) if given."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         try:
@@ -120,7 +121,19 @@ def wait_for(check: Callable[[], bool], timeout: float) -> float:
         except AssertionError:
             pass
         time.sleep(0.5)
-    pytest.fail(f"not done within {timeout} s")
+    pytest.fail(f"not done within {timeout} s" + (f"\n{diagnose()}" if diagnose else ""))
+
+
+def units_state(host: testinfra.host.Host, *units: str) -> str:
+    """The failed units and the journal's last lines of each unit: why a service did not come back."""
+    # Without the access log's lines, which would fill it on a server that answers.
+    access = shlex.quote(r'HTTP/1\.[01]" [0-9]')
+    journals = "; ".join(
+        f"systemctl is-active {unit}; journalctl -u {unit} -n 300 --no-pager | grep -v {access} | tail -n 15"
+        for unit in units
+    )
+    result = host.run(f"systemctl --failed --no-legend --no-pager; {journals}")
+    return str(result.stdout)[-4000:] + str(result.stderr)[-500:]
 
 
 def s3_client(url: str, access_key: str, secret_key: str, ca_file: str | None = None) -> BaseClient:

@@ -13,7 +13,17 @@ from collections.abc import Callable
 
 import pytest
 import testinfra.host
-from conftest import PG_UNIT, Stack, answers, assert_seeded, main_pid, record, seed_model, wait_for
+from conftest import (
+    PG_UNIT,
+    Stack,
+    answers,
+    assert_seeded,
+    main_pid,
+    record,
+    seed_model,
+    units_state,
+    wait_for,
+)
 
 RECOVERY_SECONDS = 15
 
@@ -106,7 +116,9 @@ def test_host_restart_keeps_everything(
     docker = shutil.which("docker")
     assert docker, "the docker client is needed to restart the host"
     subprocess.run([docker, "restart", host.backend.host], check=True, capture_output=True, timeout=120)
-    seconds = wait_for(healthy(f"{mlflow_url}/health"), 180)
+    seconds = wait_for(
+        healthy(f"{mlflow_url}/health"), 180, lambda: units_state(host, PG_UNIT, "minio", "mlflow")
+    )
     wait_for(healthy(f"{s3_url}/minio/health/live"), 60)
     record(f"host restart: mlflow healthy after {seconds:.1f} s")
     for unit in (PG_UNIT, "minio", "mlflow"):

@@ -24,6 +24,7 @@ from conftest import (
     run_site,
     sampled_process_arguments,
     secret_forms,
+    units_state,
     wait_for,
 )
 from gateway import read_key, secrets_config, stand_in_provider, store_key
@@ -90,7 +91,9 @@ def test_a_server_that_ran_with_the_default_passphrase_is_rotated_away_from_it(
     # The server as one deployed before the installer wrote a passphrase: no
     # passphrase in its environment, so MLflow's public default wraps the keys.
     host.check_output(f"sed -i '/{KEK_LINES}/d' {ENV_FILE} && rm {KEK_RECORD} && systemctl restart mlflow")
-    wait_for(lambda: answers(f"{mlflow_url}/health"), timeout=120)
+    wait_for(
+        lambda: answers(f"{mlflow_url}/health"), timeout=120, diagnose=lambda: units_state(host, "mlflow")
+    )
     assert secrets_config(mlflow_url)["using_default_passphrase"] is True
     key["endpoint"] = store_key(mlflow_url, key["api_key"])
     assert read_key(mlflow_url, key["endpoint"]) == key["api_key"]
