@@ -116,11 +116,10 @@ def test_host_restart_keeps_everything(
     docker = shutil.which("docker")
     assert docker, "the docker client is needed to restart the host"
     subprocess.run([docker, "restart", host.backend.host], check=True, capture_output=True, timeout=120)
-    seconds = wait_for(
-        healthy(f"{mlflow_url}/health"), 180, lambda: units_state(host, PG_UNIT, "minio", "mlflow")
-    )
-    wait_for(healthy(f"{s3_url}/minio/health/live"), 60)
+    units = (PG_UNIT, "minio", "mlflow")
+    seconds = wait_for(healthy(f"{mlflow_url}/health"), 180, lambda: units_state(host, *units))
+    wait_for(healthy(f"{s3_url}/minio/health/live"), 60, lambda: units_state(host, *units))
     record(f"host restart: mlflow healthy after {seconds:.1f} s")
-    for unit in (PG_UNIT, "minio", "mlflow"):
+    for unit in units:
         assert host.service(unit).is_running, unit
     assert_seeded(mlflow_url, seeded)
